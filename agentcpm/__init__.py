@@ -1,0 +1,57 @@
+"""agentcpm: build agents on MiniCPM-V 4.6 with tools, screen vision and a terminal.
+
+>>> from agentcpm import Client
+>>> client = Client(base_url="http://localhost:8000/v1")  # doctest: +SKIP
+>>> client.chat("Describe this screenshot.", images=["screen.png"]).content  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .backends import GenerationOptions, Reply, ScriptedBackend
+from .client import Client
+from .errors import AgentCPMError
+from .types import (
+    Completed,
+    Completion,
+    ContentDelta,
+    ImagePart,
+    Message,
+    ReasoningDelta,
+    TextPart,
+    ToolCall,
+    ToolCallArgumentsDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    ToolResult,
+    Usage,
+    VideoPart,
+)
+
+__version__ = "0.1.0"
+
+#: Short alias: ``agentcpm.Image("photo.jpg")``.
+Image = ImagePart
+
+__all__ = [
+    "AgentCPMError",
+    "Client",
+    "Completed",
+    "Completion",
+    "ContentDelta",
+    "GenerationOptions",
+    "Image",
+    "ImagePart",
+    "Message",
+    "ReasoningDelta",
+    "Reply",
+    "ScriptedBackend",
+    "TextPart",
+    "ToolCall",
+    "ToolCallArgumentsDelta",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "ToolResult",
+    "Usage",
+    "VideoPart",
+    "__version__",
+]

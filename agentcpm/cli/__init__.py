@@ -1,0 +1,1 @@
+"""The ``agentcpm`` command. Nothing in the library imports this package."""

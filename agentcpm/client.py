@@ -1,0 +1,186 @@
+"""The Client: one object that talks to MiniCPM-V 4.6 wherever it runs.
+
+>>> client = Client(base_url="http://localhost:8000/v1")        # an OpenAI-compatible server  # doctest: +SKIP
+>>> client = Client(model="openbmb/MiniCPM-V-4.6")              # in-process, with transformers  # doctest: +SKIP
+>>> client.chat("What is in this picture?", images=["photo.jpg"]).content  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, Literal
+
+from .backends.base import Backend, DownsampleMode, GenerationOptions
+from .types import (
+    Completion,
+    ImagePart,
+    Message,
+    MessageInput,
+    StreamEvent,
+    to_messages,
+    tool_schemas,
+)
+
+DEFAULT_MODEL = "openbmb/MiniCPM-V-4.6"
+ToolMode = Literal["auto", "native", "prompt"]
+
+
+def attach_images(messages: list[Message], images: Sequence[Any] | None) -> list[Message]:
+    """Put ``images`` at the start of the last user turn (a new user turn if there is none)."""
+    if not images:
+        return messages
+    parts = [img if isinstance(img, ImagePart) else ImagePart(img) for img in images]
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "user":
+            target = messages[index]
+            updated = target.model_copy(update={"content": [*parts, *target.content]})
+            return [*messages[:index], updated, *messages[index + 1 :]]
+    return [*messages, Message("user", parts)]
+
+
+class Client:
+    """Talks to MiniCPM-V 4.6 on a server (``base_url``) or in this process (no ``base_url``).
+
+    Configuration comes from the arguments, else the environment: ``AGENTCPM_BASE_URL``,
+    ``AGENTCPM_MODEL``, ``AGENTCPM_API_KEY`` (then ``OPENAI_API_KEY``). Generation options given here
+    (``max_tokens=512``, ``thinking=True``, ...) are defaults for every call; each call can override them.
+    A Client is safe to share across threads and asyncio tasks; close it (or use ``with``) when done.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        *,
+        backend: Backend | None = None,
+        dialect: str | None = None,
+        tool_mode: ToolMode = "auto",
+        device: str | None = None,
+        dtype: str | None = None,
+        max_retries: int = 3,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+        thinking: bool | None = None,
+        downsample_mode: DownsampleMode | None = None,
+        max_slice_nums: int | None = None,
+        use_image_id: bool | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.defaults = GenerationOptions(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
+            thinking=thinking,
+            downsample_mode=downsample_mode,
+            max_slice_nums=max_slice_nums,
+            use_image_id=use_image_id,
+            timeout=timeout,
+        )
+        self.base_url = base_url or os.environ.get("AGENTCPM_BASE_URL") or None
+        self.model = model or os.environ.get("AGENTCPM_MODEL") or None
+        if backend is not None:
+            self.backend: Backend = backend
+        elif self.base_url:
+            from .backends.remote import RemoteBackend
+
+            key = api_key or os.environ.get("AGENTCPM_API_KEY") or os.environ.get("OPENAI_API_KEY")
+            self.backend = RemoteBackend(
+                self.base_url,
+                model=self.model,
+                api_key=key,
+                dialect=dialect,
+                tool_mode=tool_mode,
+                max_retries=max_retries,
+                timeout=timeout,
+            )
+        else:
+            from .backends.local import LocalBackend
+
+            self.model = self.model or DEFAULT_MODEL
+            self.backend = LocalBackend(self.model, device=device, dtype=dtype)
+
+    def __repr__(self) -> str:
+        where = self.base_url or "in-process"
+        return f"Client({where!r}, model={self.model!r}, backend={type(self.backend).__name__})"
+
+    # ------------------------------------------------------------------------------------------------
+    def _prepare(
+        self, messages: MessageInput, images: Sequence[Any] | None, tools: Sequence[Any] | None, options: Any
+    ) -> tuple[list[Message], list[dict[str, Any]], GenerationOptions]:
+        prepared = attach_images(to_messages(messages), images)
+        return prepared, tool_schemas(tools), self.defaults.merged(**options)
+
+    def chat(
+        self,
+        messages: MessageInput,
+        *,
+        images: Sequence[Any] | None = None,
+        tools: Sequence[Any] | None = None,
+        **options: Any,
+    ) -> Completion:
+        """Ask once and get the whole answer.
+
+        ``messages``: a string, Messages or OpenAI-style dicts. ``images``: paths, URLs, bytes, PIL
+        images or arrays attached to the last user turn. ``tools``: agentcpm tools or OpenAI schemas.
+        ``options``: any :class:`~agentcpm.backends.base.GenerationOptions` field.
+        """
+        return self.backend.complete(*self._prepare(messages, images, tools, options))
+
+    def stream(
+        self,
+        messages: MessageInput,
+        *,
+        images: Sequence[Any] | None = None,
+        tools: Sequence[Any] | None = None,
+        **options: Any,
+    ) -> Iterator[StreamEvent]:
+        """Like :meth:`chat`, yielding parser events as text arrives, then one final ``Completed``."""
+        return self.backend.stream(*self._prepare(messages, images, tools, options))
+
+    async def achat(
+        self,
+        messages: MessageInput,
+        *,
+        images: Sequence[Any] | None = None,
+        tools: Sequence[Any] | None = None,
+        **options: Any,
+    ) -> Completion:
+        """The async form of :meth:`chat`."""
+        return await self.backend.acomplete(*self._prepare(messages, images, tools, options))
+
+    def astream(
+        self,
+        messages: MessageInput,
+        *,
+        images: Sequence[Any] | None = None,
+        tools: Sequence[Any] | None = None,
+        **options: Any,
+    ) -> AsyncIterator[StreamEvent]:
+        """The async form of :meth:`stream`."""
+        return self.backend.astream(*self._prepare(messages, images, tools, options))
+
+    # ------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.backend.close()
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

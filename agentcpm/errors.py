@@ -1,0 +1,124 @@
+"""Every exception agentcpm raises on purpose, each with a message that says what to do.
+
+Catch :class:`AgentCPMError` to handle them all. Subclasses also derive from the built-in exception a
+caller would naturally expect (``ValueError`` for bad input, ``ConnectionError`` for an unreachable
+server, ``ImportError`` for a missing extra), so existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AgentCPMError(Exception):
+    """Base class of every error agentcpm raises on purpose."""
+
+
+# ---------------------------------------------------------------------------- configuration and input
+
+
+class ConfigurationError(AgentCPMError, ValueError):
+    """An argument or environment setting is missing or contradictory."""
+
+
+class MissingDependencyError(AgentCPMError, ImportError):
+    """An optional dependency is not installed; the message names the pip command that installs it."""
+
+    def __init__(self, package: str, extra: str | None = None, purpose: str = "") -> None:
+        install = f'pip install "agentcpm[{extra}]"' if extra else f"pip install {package}"
+        what = f" for {purpose}" if purpose else ""
+        super().__init__(f"{package} is needed{what} but is not installed: run `{install}`")
+        self.package = package
+        self.extra = extra
+
+
+class ImageError(AgentCPMError, ValueError):
+    """An image could not be read: missing file, corrupt or unsupported data, or an unreachable URL."""
+
+    def __init__(self, message: str, source: str = "") -> None:
+        super().__init__(message)
+        self.source = source
+
+
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the configured limit (a decompression bomb guard)."""
+
+
+# ---------------------------------------------------------------------------- talking to a model
+
+
+class BackendError(AgentCPMError):
+    """A model backend (server or in-process model) failed."""
+
+
+class EndpointUnavailable(BackendError, ConnectionError):
+    """Nothing answers at the configured base URL."""
+
+
+class AuthenticationError(BackendError):
+    """The server refused the API key (HTTP 401/403)."""
+
+
+class BadRequestError(BackendError, ValueError):
+    """The server rejected the request (HTTP 4xx); the message is the server's own."""
+
+    def __init__(self, message: str, status_code: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class ContextTooLong(BadRequestError):
+    """The prompt and requested output do not fit in the model's context window."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        max_tokens: int | None = None,
+        requested_tokens: int | None = None,
+        status_code: int | None = 400,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, body=body)
+        self.max_tokens = max_tokens
+        self.requested_tokens = requested_tokens
+
+
+class TooManyImages(BadRequestError):
+    """The server accepts fewer images per request than were sent."""
+
+
+class ServerError(BackendError):
+    """The server failed (HTTP 5xx, 429, a timeout) even after retries."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ResponseError(BackendError):
+    """The server's reply could not be understood (not JSON, no choices, a stream cut off)."""
+
+
+class ModelNotFoundError(BackendError, FileNotFoundError):
+    """The model is neither a local folder nor available from the hub (offline or not cached)."""
+
+
+# ---------------------------------------------------------------------------- tools and agents
+
+
+class ToolDefinitionError(AgentCPMError, TypeError):
+    """A Python function cannot be turned into a tool (its schema cannot be built)."""
+
+
+class AgentError(AgentCPMError):
+    """An agent run could not finish; ``messages`` holds the conversation so far."""
+
+    def __init__(self, message: str, messages: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.messages: list[Any] = list(messages or [])
+
+
+class DisplayError(AgentCPMError, RuntimeError):
+    """No display could be captured (no X server, no permission, no such monitor)."""
