@@ -91,3 +91,9 @@ def render_tool_calls(calls: list[ToolCall]) -> str:
 
 def normalize_text(text: str) -> str:
     raise NotImplementedError
+
+
+def convert_arguments(
+    name: str, arguments: dict[str, Any], tools: list[dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], str | None]:
+    return arguments, None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..errors import ResponseError
-from ..types import Completed, Completion, Message, StreamEvent
+from ..types import Completed, Completion, ImagePart, Message, StreamEvent, TextPart
 
 DownsampleMode = Literal["16x", "4x"]
 
@@ -88,3 +88,29 @@ async def afinal_completion(events: AsyncIterator[StreamEvent]) -> Completion:
         if isinstance(event, Completed):
             return event.completion
     raise ResponseError("the stream ended without a completion")
+
+
+def move_tool_images(messages: list[Message]) -> list[Message]:
+    """Send images that tools returned in a user turn right after the tool results.
+
+    The chat template has no place for images in ``tool`` turns and several servers drop them, so each
+    run of consecutive tool messages keeps only its text, followed by one user message that carries the
+    images, each introduced by the name of the tool that returned it.
+    """
+    out: list[Message] = []
+    pending: list[TextPart | ImagePart] = []
+    for message in messages:
+        if message.role == "tool" and message.images:
+            out.append(
+                message.model_copy(update={"content": [p for p in message.content if not isinstance(p, ImagePart)]})
+            )
+            for image in message.images:
+                pending += [TextPart(f"Image returned by the {message.name or 'tool'} tool:"), image]
+            continue
+        if pending and message.role != "tool":
+            out.append(Message("user", pending))
+            pending = []
+        out.append(message)
+    if pending:
+        out.append(Message("user", pending))
+    return out
