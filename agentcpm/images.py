@@ -116,6 +116,10 @@ def load_image(source: Any, *, max_pixels: int | None = None) -> PILImage.Image:
             )
         try:
             image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(
+                f"{name} is refused as a possible decompression bomb ({exc}); resize it first", name
+            ) from exc
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise ImageError(f"{name} is not a readable image ({exc})", name) from exc
 

@@ -358,16 +358,17 @@ class Message(BaseModel):
         )
 
 
-MessageInput = str | Message | dict[str, Any] | Sequence[Message | dict[str, Any]]
+MessageInput = str | Message | dict[str, Any] | Sequence[str | Message | dict[str, Any]]
 
 
 def to_messages(messages: MessageInput) -> list[Message]:
-    """A string (one user turn), a Message, an OpenAI dict or a list of those -> a list of Messages."""
-    if isinstance(messages, str):
-        return [Message("user", messages)]
-    if isinstance(messages, (Message, dict)):
-        return [Message.from_openai(messages)]
-    return [Message.from_openai(m) for m in messages]
+    """A string (one user turn), a Message, an OpenAI dict or a list of those -> a list of Messages.
+
+    In a list, a plain string is a user turn.
+    """
+    if isinstance(messages, (str, Message, dict)):
+        messages = [messages]
+    return [Message("user", m) if isinstance(m, str) else Message.from_openai(m) for m in messages]
 
 
 def to_openai_messages(messages: MessageInput, *, max_slice_nums: int | None = None) -> list[dict[str, Any]]:
