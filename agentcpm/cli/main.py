@@ -1,23 +1,406 @@
-"""Entry point of the ``agentcpm`` command (the full CLI arrives with its own issue)."""
+"""The ``agentcpm`` command: ``chat`` (the REPL), ``ask``, ``run``, ``watch`` and ``doctor``.
+
+Only argparse is imported at the top so that ``agentcpm --help`` answers at once; each command imports
+what it needs (the model, rich, the screen) when it runs.
+
+>>> main(["ask", "What is 2+2?", "--base-url", "http://localhost:8000/v1"])  # doctest: +SKIP
+4
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..types import ImagePart, ToolCall
+
+EPILOG = """\
+examples:
+  agentcpm                                          chat in the terminal (the model runs in-process)
+  agentcpm chat --base-url http://localhost:8000/v1 chat with a model served by vLLM, Ollama, ...
+  agentcpm ask "What is in this picture?" --image photo.jpg
+  agentcpm ask "Summarise the error on screen" --screen --json
+  agentcpm run "Open the settings and turn on dark mode" --tools screen,gui
+  agentcpm watch "Has the build finished?" --every 10 --until yes --timeout 600
+  agentcpm doctor
+
+environment: AGENTCPM_BASE_URL, AGENTCPM_MODEL, AGENTCPM_API_KEY (or OPENAI_API_KEY).
+"""
+
+
+# ---------------------------------------------------------------------------- arguments
+
+
+def _common_options() -> argparse.ArgumentParser:
+    # SUPPRESS defaults let the options go before or after the command name without one level
+    # overwriting the other; main() fills the gaps.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    group = common.add_argument_group("model options")
+    group.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible server (default: run the model here)")
+    group.add_argument("--model", metavar="NAME|PATH", help="model id or local checkpoint folder")
+    group.add_argument("--api-key", metavar="KEY", help="API key for the server (default: $AGENTCPM_API_KEY)")
+    group.add_argument("--thinking", action="store_true", help="let the model reason before it answers")
+    group.add_argument("--downsample", choices=["16x", "4x"], help="4x: 4 times more visual tokens, for small text")
+    group.add_argument("--max-slice-nums", type=int, metavar="N", help="image slices (more: sharper, slower)")
+    group.add_argument("--max-tokens", type=int, metavar="N", help="longest answer, in tokens")
+    group.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    group.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug details")
+    return common
+
+
+COMMON_DEFAULTS: dict[str, Any] = {
+    "base_url": None,
+    "model": None,
+    "api_key": None,
+    "thinking": False,
+    "downsample": None,
+    "max_slice_nums": None,
+    "max_tokens": None,
+    "temperature": None,
+    "verbose": False,
+}
+
+
+def _region(text: str) -> tuple[int, int, int, int]:
+    try:
+        left, top, width, height = (int(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError("a region is LEFT,TOP,WIDTH,HEIGHT in pixels, e.g. 0,0,800,600") from None
+    return left, top, width, height
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentcpm", description="Agents, tools and screen vision on MiniCPM-V 4.6.")
+    """The whole command line (cheap: imports nothing)."""
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="agentcpm",
+        description="Agents, tools and screen vision on MiniCPM-V 4.6.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    chat = commands.add_parser("chat", parents=[common], help="chat in the terminal (the default)")
+    chat.add_argument("--tools", metavar="LIST", help="tool sets: screen, gui, none (default: screen with a display)")
+    chat.add_argument("--approve", choices=["ask", "allow", "deny"], default="ask", help="tools that need approval")
+
+    ask = commands.add_parser("ask", parents=[common], help="one question, one answer (for scripts)")
+    ask.add_argument("prompt", metavar="PROMPT", help="the question; - reads it from stdin")
+    ask.add_argument("--image", action="append", default=[], metavar="PATH|URL", help="attach an image (repeatable)")
+    ask.add_argument("--screen", action="store_true", help="attach a screenshot")
+    ask.add_argument("--monitor", type=int, default=1, metavar="N", help="monitor to capture (0: all; default 1)")
+    ask.add_argument("--json", action="store_true", help="print one JSON object: content, reasoning, tool_calls, usage")
+
+    run = commands.add_parser("run", parents=[common], help="run an agent on a task, with live progress")
+    run.add_argument("task", metavar="TASK", help="what to do; - reads it from stdin")
+    run.add_argument("--tools", default="screen", metavar="LIST", help="tool sets: screen, gui, none (default: screen)")
+    run.add_argument("--max-steps", type=int, default=20, metavar="N", help="most model calls (default 20)")
+    run.add_argument("--approve", choices=["ask", "allow", "deny"], default="ask", help="tools that need approval")
+    run.add_argument("--transcript", metavar="FILE", help="append the run to a JSONL transcript")
+    run.add_argument("--image", action="append", default=[], metavar="PATH|URL", help="attach an image (repeatable)")
+
+    watch = commands.add_parser("watch", parents=[common], help="ask about the screen every few seconds")
+    watch.add_argument("question", metavar="QUESTION")
+    watch.add_argument("--every", type=float, required=True, metavar="SECONDS", help="seconds between looks")
+    watch.add_argument("--until", metavar="TEXT", help="stop (exit 0) when an answer contains TEXT")
+    watch.add_argument("--timeout", type=float, metavar="SECONDS", help="give up (exit 1) after this long")
+    watch.add_argument("--monitor", type=int, default=1, metavar="N", help="monitor to watch (default 1)")
+    watch.add_argument("--region", type=_region, metavar="L,T,W,H", help="watch only this rectangle")
+
+    commands.add_parser("doctor", parents=[common], help="check the installation, the server and the display")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    for name, default in COMMON_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if args.command is None:
+        args.command = "chat"
+        args.tools, args.approve = None, "ask"
+    return args
+
+
+# ---------------------------------------------------------------------------- shared helpers
+
+
+def make_client(args: argparse.Namespace) -> Client:
+    """A Client configured from the common options (and the environment)."""
+    from ..client import Client
+
+    return Client(
+        base_url=args.base_url,
+        model=args.model,
+        api_key=args.api_key,
+        thinking=args.thinking or None,
+        downsample_mode=args.downsample,
+        max_slice_nums=args.max_slice_nums,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+    )
+
+
+def image_source(text: str) -> str:
+    """A path or URL as typed, pasted or dragged (quotes, ``~``, ``file://``) -> what ImagePart takes.
+
+    >>> image_source("'~/My Pictures/cat.png'").endswith("My Pictures/cat.png")
+    True
+    """
+    from urllib.parse import unquote, urlparse
+
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    if text.startswith("file://"):
+        text = unquote(urlparse(text).path)
+    if text.startswith(("http://", "https://", "data:")):
+        return text
+    return os.path.expanduser(text.replace("\\ ", " "))
+
+
+def load_images(sources: Sequence[str]) -> list[ImagePart]:
+    """Check each image now (a missing or broken file fails before the model loads)."""
+    from ..errors import ImageError
+    from ..types import ImagePart
+
+    images = []
+    for source in sources:
+        path = image_source(source)
+        if not path.startswith(("http://", "https://", "data:")) and not os.path.isfile(path):
+            raise ImageError(f"no image at {path}: check the path (relative paths start at {os.getcwd()})", path)
+        image = ImagePart(path)
+        if not image.is_url:
+            image.open()
+        images.append(image)
+    return images
+
+
+def screenshot(monitor: int = 1, region: tuple[int, int, int, int] | None = None) -> ImagePart:
+    """The screen as an image to attach to a message."""
+    from ..screen import capture
+    from ..types import ImagePart
+
+    return ImagePart(capture(monitor=monitor, region=region).image)
+
+
+def build_tools(spec: str | None) -> list[Any]:
+    """``"screen,gui"`` -> the tools; ``None`` -> the screen tools when a display can be captured."""
+    names = {"screen"} if spec is None else {n.strip() for n in spec.split(",") if n.strip()} - {"none"}
+    unknown = names - {"screen", "gui"}
+    if unknown:
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError(f"unknown tool set(s) {', '.join(sorted(unknown))}: use screen, gui or none")
+    if not names:
+        return []
+    if spec is None and not display_available():
+        return []
+    from ..screen import screen_tools
+
+    return list(screen_tools(actions="gui" in names))
+
+
+def display_available() -> bool:
+    """True when a screen can be captured here."""
+    try:
+        from ..screen import list_monitors
+
+        return bool(list_monitors())
+    except Exception:  # no X server, no mss, no permission: simply no screen tools
+        return False
+
+
+def ask_approval(console: Any, call: ToolCall, always: set[str], pause: Callable[[], Any] | None = None) -> bool:
+    """Ask y / n / always on the terminal; "always" approves the tool for the rest of the session."""
+    from contextlib import nullcontext
+
+    from .render import format_call
+
+    if call.name in always:
+        return True
+    with pause() if pause else nullcontext():
+        while True:
+            try:
+                answer = console.input(f"[bold yellow]allow {format_call(call)}?[/] [y/n/always] ").strip().lower()
+            except EOFError:
+                return False
+            if answer in ("y", "yes"):
+                return True
+            if answer in ("n", "no", ""):
+                return False
+            if answer in ("a", "always"):
+                always.add(call.name)
+                return True
+
+
+def friendly_error(exc: BaseException) -> str:
+    """One line that says what went wrong and what to do."""
+    from ..errors import AgentCPMError
+
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, AgentCPMError):
+        return f"error: {message}"
+    return f"error: {type(exc).__name__}: {message} (run with --verbose for the traceback)"
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    import json
+
+    from ..types import Completed, ContentDelta, ReasoningDelta
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not prompt.strip():
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError("the prompt is empty: give it as an argument or on stdin with `ask -`")
+    images = load_images(args.image)
+    if args.screen:
+        images.append(screenshot(args.monitor))
+    with make_client(args) as client:
+        if args.json:
+            c = client.chat(prompt, images=images)
+            out = {
+                "content": c.content,
+                "reasoning": c.reasoning,
+                "tool_calls": [{"id": t.id, "name": t.name, "arguments": t.arguments} for t in c.tool_calls],
+                "finish_reason": c.finish_reason,
+                "usage": {"prompt_tokens": c.usage.prompt_tokens, "completion_tokens": c.usage.completion_tokens},
+            }
+            print(json.dumps(out, ensure_ascii=False))
+            return 0
+        dim = sys.stderr.isatty()
+        wrote = ""
+        for event in client.stream(prompt, images=images):
+            if isinstance(event, ContentDelta):
+                if wrote or event.text.strip():
+                    text = event.text if wrote else event.text.lstrip()
+                    sys.stdout.write(text)
+                    sys.stdout.flush()
+                    wrote += text
+            elif isinstance(event, ReasoningDelta):
+                sys.stderr.write(f"\x1b[2m{event.text}\x1b[0m" if dim else event.text)
+                sys.stderr.flush()
+            elif isinstance(event, Completed):
+                if event.completion.reasoning and not dim:
+                    sys.stderr.write("\n")
+                for call in event.completion.tool_calls:
+                    from .render import format_call
+
+                    sys.stderr.write(f"(the model asked for a tool call: {format_call(call)})\n")
+        if not wrote.endswith("\n"):
+            sys.stdout.write("\n")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..agent import Agent, RunFinished
+    from .render import TurnView
+
+    task = sys.stdin.read() if args.task == "-" else args.task
+    images = load_images(args.image)
+    tools = build_tools(args.tools)
+    console = Console(highlight=False)
+    always: set[str] = set()
+    view = TurnView(console, show_reasoning=args.thinking)
+
+    def approve(call: ToolCall) -> bool:
+        return ask_approval(console, call, always, view.paused)
+
+    approval: Any = approve if args.approve == "ask" else args.approve
+    with make_client(args) as client:
+        agent = Agent(client, tools=tools, max_steps=args.max_steps, approval=approval)
+        result = None
+        with view:
+            for event in agent.stream(task, images=images, transcript=args.transcript):
+                view.show(event)
+                if isinstance(event, RunFinished):
+                    result = event.result
+        if result is not None:
+            from .render import format_usage
+
+            console.print(format_usage(result.usage, f"{len(result.steps)} steps"), style="dim")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from ..screen import watch
+
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    with make_client(args) as client:
+        answers = watch(
+            args.question,
+            every=args.every,
+            until=args.until,
+            monitor=args.monitor,
+            region=args.region,
+            client=client,
+            timeout=args.timeout,
+        )
+        for answer in answers:
+            stamp = time.strftime("%H:%M:%S", time.localtime(answer.taken_at))
+            print(f"[{stamp}] {answer.text.strip()}", flush=True)
+            if args.until is not None and answer.done:
+                return 0
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    if args.until is None:
+        return 0
+    print(f"timed out after {args.timeout:g} s: no answer contained {args.until!r}", file=sys.stderr)
+    return 1
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .repl import Repl
+
+    return Repl(args).run()
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import doctor
+
+    return doctor(args)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "chat": cmd_chat,
+    "ask": cmd_ask,
+    "run": cmd_run,
+    "watch": cmd_watch,
+    "doctor": cmd_doctor,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failed, 2 bad usage, 130 interrupted)."""
+    args = parse_args(argv)
     if args.version:
         from .. import __version__
 
         print(__version__)
         return 0
-    build_parser().print_help(sys.stdout)
-    return 0
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(friendly_error(exc), file=sys.stderr)
+        return 1
