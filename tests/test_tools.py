@@ -1,0 +1,294 @@
+"""@tool and Tool: schemas from signatures and docstrings, validation, calling, return values."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import threading
+from dataclasses import dataclass
+from typing import Annotated, Literal, Optional
+
+import pytest
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from agentcpm import ImagePart, TextPart
+from agentcpm.errors import ToolDefinitionError
+from agentcpm.tools import Tool, ToolArgumentsError, as_tools, parse_docstring, to_content, tool
+
+
+class Unit(enum.Enum):
+    CELSIUS = "c"
+    FAHRENHEIT = "f"
+
+
+class Address(BaseModel):
+    city: str = Field(description="City name")
+    street: str | None = None
+
+
+class Order(BaseModel):
+    items: list[str]
+    ship_to: Address
+
+
+def test_google_docstring_gives_descriptions_defaults_and_required():
+    @tool
+    def get_weather(location: str, unit: Literal["c", "f"] = "c") -> str:
+        """Get the current weather for a location.
+
+        Args:
+            location: City name.
+            unit (str): Temperature unit,
+                Celsius or Fahrenheit.
+
+        Returns:
+            A sentence.
+        """
+        return f"22 {unit} in {location}"
+
+    schema = get_weather.to_openai()
+    assert schema["type"] == "function"
+    function = schema["function"]
+    assert function["name"] == "get_weather"
+    assert function["description"] == "Get the current weather for a location."
+    params = function["parameters"]
+    assert params["required"] == ["location"]
+    assert params["properties"]["location"] == {"type": "string", "description": "City name."}
+    assert params["properties"]["unit"]["enum"] == ["c", "f"]
+    assert params["properties"]["unit"]["default"] == "c"
+    assert params["properties"]["unit"]["description"] == "Temperature unit, Celsius or Fahrenheit."
+    assert "A sentence" not in json.dumps(schema)
+    assert get_weather("Paris") == "22 c in Paris"  # the Tool still calls like the function
+
+
+def test_numpy_and_sphinx_docstrings():
+    numpy_doc = """Sum two numbers.
+
+    Parameters
+    ----------
+    a : int
+        The first number.
+    b : int, optional
+        The second
+        number.
+
+    Returns
+    -------
+    int
+    """
+    sphinx_doc = """Sum two numbers.
+
+    :param a: The first number.
+    :param int b: The second
+        number.
+    :returns: the sum
+    """
+    expected = ("Sum two numbers.", {"a": "The first number.", "b": "The second number."})
+    assert parse_docstring(numpy_doc) == expected
+    assert parse_docstring(sphinx_doc) == expected
+
+
+def test_types_enum_optional_lists_dicts_nested_models_and_field_constraints():
+    @tool
+    def place(
+        order: Order,
+        unit: Unit = Unit.CELSIUS,
+        note: Optional[str] = None,  # noqa: UP045 - the old spelling must work too
+        tags: list[str] | None = None,
+        counts: dict[str, int] | None = None,
+        quantity: Annotated[int, Field(description="How many", ge=1, le=10)] = 1,
+    ) -> str:
+        """Place an order.
+
+        Args:
+            quantity: Ignored: the Field description wins.
+        """
+        return "ok"
+
+    props = place.parameters["properties"]
+    assert place.parameters["required"] == ["order"]
+    # Nested models are inlined (no $ref) so small models can read them.
+    assert "$ref" not in json.dumps(place.parameters)
+    assert props["order"]["properties"]["ship_to"]["properties"]["city"]["description"] == "City name"
+    assert props["unit"]["enum"] == ["c", "f"]
+    assert {"type": "null"} in props["note"]["anyOf"]
+    assert {"type": "array", "items": {"type": "string"}} in props["tags"]["anyOf"]
+    assert props["quantity"] == {
+        "type": "integer",
+        "description": "How many",
+        "minimum": 1,
+        "maximum": 10,
+        "default": 1,
+    }
+
+    args = place.validate({"order": {"items": ["a"], "ship_to": {"city": "Paris"}}, "unit": "f", "quantity": "3"})
+    assert isinstance(args["order"], Order) and args["order"].ship_to.city == "Paris"
+    assert args["unit"] is Unit.FAHRENHEIT
+    assert args["quantity"] == 3
+
+
+def test_validation_lists_every_problem():
+    @tool
+    def f(n: Annotated[int, Field(ge=1)], mode: Literal["a", "b"]) -> int:
+        """F."""
+        return n
+
+    with pytest.raises(ToolArgumentsError) as info:
+        f.validate({"n": 0, "mode": "z", "extra": 1})
+    errors = info.value.errors
+    assert any(e.startswith("n: Input should be greater than or equal to 1") for e in errors)
+    assert any(e.startswith("mode: Input should be 'a' or 'b'") for e in errors)
+    assert "extra: unknown parameter" in errors
+    with pytest.raises(ToolArgumentsError, match="mode: field required"):
+        f.validate({"n": 2})
+
+
+def test_options_name_description_approval_timeout():
+    @tool(name="rm", description="Remove a file.", requires_approval=True, timeout=5)
+    def remove(path: str) -> str:
+        """Not this."""
+        return path
+
+    assert (remove.name, remove.description, remove.requires_approval, remove.timeout) == (
+        "rm",
+        "Remove a file.",
+        True,
+        5,
+    )
+    assert repr(remove) == "Tool('rm', requires_approval=True)"
+
+
+def test_async_tools_and_sync_tools_run_with_call_and_acall():
+    @tool
+    async def slow_double(x: int) -> int:
+        """Double."""
+        await asyncio.sleep(0)
+        return 2 * x
+
+    @tool
+    def thread_name(x: int) -> str:
+        """Which thread runs me."""
+        return threading.current_thread().name
+
+    assert slow_double.is_async and not thread_name.is_async
+    assert slow_double.call({"x": "4"}) == 8
+    assert asyncio.run(slow_double.acall({"x": 5})) == 10
+    # Sync tools called from async code run in a worker thread, not on the loop's thread.
+    assert asyncio.run(thread_name.acall({"x": 1})) != threading.current_thread().name
+
+
+def test_methods_decorated_in_a_class_and_bound_methods():
+    class Counter:
+        def __init__(self, start: int) -> None:
+            self.value = start
+
+        @tool
+        def add(self, amount: int) -> int:
+            """Add to the counter.
+
+            Args:
+                amount: How much.
+            """
+            self.value += amount
+            return self.value
+
+        def get(self) -> int:
+            """Current value."""
+            return self.value
+
+    a, b = Counter(10), Counter(100)
+    assert "self" not in a.add.parameters["properties"]
+    assert a.add.call({"amount": 1}) == 11
+    assert b.add.call({"amount": 1}) == 101
+    assert a.value == 11 and b.value == 101
+    assert a.add is a.add  # one Tool per instance
+    bound = tool(b.get)
+    assert bound.parameters["properties"] == {}
+    assert bound.call({}) == 101
+
+
+def test_from_openai_uses_the_hand_written_schema_and_checks_it():
+    schema = {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": "Search the web.",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}, "limit": {"type": "integer", "enum": [5, 10]}},
+                "required": ["query"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    t = Tool.from_openai(schema, lambda query, limit=5: f"{query}:{limit}")
+    assert t.to_openai() == schema
+    assert t.call({"query": "cats", "limit": 10}) == "cats:10"
+    with pytest.raises(ToolArgumentsError) as info:
+        t.validate({"limit": "many", "other": 1})
+    assert set(info.value.errors) == {
+        "query: field required",
+        "other: unknown parameter",
+        "limit: expected integer, got str 'many'",
+    }
+    with pytest.raises(ToolDefinitionError):
+        Tool.from_openai({"function": {"description": "no name"}}, print)
+
+
+@pytest.mark.parametrize(
+    ("fn_source", "reason"),
+    [
+        ("def f(x): pass", "no type annotation"),
+        ("def f(*args: int): pass", "takes *args"),
+        ("def f(**kw: int): pass", "takes *kw"),
+        ("def f(lock: threading.Lock): pass", "parameter 'lock'"),
+        ("def f(cb: Callable[[int], int]): pass", "parameter 'cb'"),
+        ("def f(x: 'NoSuchType'): pass", "cannot resolve the type hints"),
+    ],
+)
+def test_unbuildable_schemas_fail_at_decoration_time_with_the_reason(fn_source, reason):
+    from collections.abc import Callable
+
+    namespace = {"threading": threading, "Callable": Callable}
+    exec(fn_source, namespace)
+    with pytest.raises(ToolDefinitionError, match=reason.replace("*", r"\*")):
+        tool(namespace["f"])
+
+
+def test_bad_names_and_duplicates():
+    with pytest.raises(ToolDefinitionError, match=r"name=\.\.\."):
+        tool(lambda: None)
+
+    def a() -> None:
+        """A."""
+
+    assert as_tools([a])[0].name == "a"
+    with pytest.raises(ToolDefinitionError, match="two tools are named a"):
+        as_tools([a, tool(a)])
+
+
+def test_return_values_become_content_parts():
+    @dataclass
+    class Reading:
+        temp: float
+
+    image = Image.new("RGB", (4, 4), "red")
+    assert to_content("hi") == [TextPart("hi")]
+    assert to_content(3) == [TextPart("3")]
+    assert to_content(2.5) == [TextPart("2.5")]
+    assert to_content(True) == [TextPart("true")]
+    assert to_content(None) == [TextPart("null")]
+    assert to_content({"a": [1, "é"]}) == [TextPart('{"a": [1, "é"]}')]
+    assert to_content([1, 2]) == [TextPart("[1, 2]")]
+    assert to_content(Address(city="Paris")) == [TextPart('{"city":"Paris","street":null}')]
+    assert to_content(Reading(21.5)) == [TextPart('{"temp": 21.5}')]
+    assert to_content(Unit.CELSIUS) == [TextPart("c")]
+    (part,) = to_content(image)
+    assert isinstance(part, ImagePart) and part.open().size == (4, 4)
+    given = ImagePart(image)
+    assert to_content(given) == [given]
+    mixed = to_content(["Here it is:", image, 7])
+    assert [type(p).__name__ for p in mixed] == ["TextPart", "ImagePart", "TextPart"]
+    assert mixed[2] == TextPart("7")
