@@ -10,6 +10,7 @@ from __future__ import annotations
 from .backends import GenerationOptions, Reply, ScriptedBackend
 from .client import Client
 from .errors import AgentCPMError
+from .tools import Tool, tool
 from .types import (
     Completed,
     Completion,
@@ -46,6 +47,7 @@ __all__ = [
     "Reply",
     "ScriptedBackend",
     "TextPart",
+    "Tool",
     "ToolCall",
     "ToolCallArgumentsDelta",
     "ToolCallFinished",
@@ -54,4 +56,5 @@ __all__ = [
     "Usage",
     "VideoPart",
     "__version__",
+    "tool",
 ]
