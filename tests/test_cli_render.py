@@ -15,7 +15,10 @@ from agentcpm.cli.render import TurnView, describe_result, format_arguments, pre
 from agentcpm.cli.repl import split_image_paths
 from agentcpm.types import ContentDelta, ReasoningDelta, ToolCall, ToolCallFinished, ToolResult
 
-CALL = "<tool_call>\n<function=click>\n<parameter=x>\n500\n</parameter>\n<parameter=y>\n120\n</parameter>\n</function>\n</tool_call>"
+CALL = (
+    "<tool_call>\n<function=click>\n<parameter=x>\n500\n</parameter>\n"
+    "<parameter=y>\n120\n</parameter>\n</function>\n</tool_call>"
+)
 
 
 def render(events: list[object], **options: bool) -> str:
