@@ -120,5 +120,29 @@ class AgentError(AgentCPMError):
         self.messages: list[Any] = list(messages or [])
 
 
+class AgentCancelled(AgentError):
+    """Ctrl-C or task cancellation stopped the run; ``messages`` holds the conversation so far."""
+
+
+class ToolRetriesExceeded(AgentError):
+    """The model kept sending invalid arguments to a tool after its retry budget was spent."""
+
+
+class RepeatedToolCallError(AgentError):
+    """The model insisted on the same call with the same arguments after being told it already ran."""
+
+
+class MaxStepsExceeded(AgentError):
+    """The run used ``max_steps`` without a final answer (and no final answer was asked for)."""
+
+
+class OutputValidationError(AgentError):
+    """The final answer did not fit ``output_type`` even after re-asking."""
+
+
+class TranscriptError(AgentCPMError, ValueError):
+    """A transcript file cannot be read (not JSONL, or not written by agentcpm)."""
+
+
 class DisplayError(AgentCPMError, RuntimeError):
     """No display could be captured (no X server, no permission, no such monitor)."""
