@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,3 +17,31 @@ def openai_server() -> Iterator[object]:
 
     with OpenAIServer() as server:
         yield server
+
+
+# ---------------------------------------------------------------------------- tiny model (tiny_model.py; local backend)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random MiniCPM-V 4.6 checkpoint folder; nothing scripted, so pass ``max_tokens``."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def scripted_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint scripted with ``tiny_model.TOOL_SCRIPT`` (weather question -> get_weather call,
+    tool result -> final answer, thinking question -> reasoning + answer)."""
+    from tiny_model import TOOL_SCRIPT, build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("scripted_model"), replies=TOOL_SCRIPT)
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(tiny_model_path: Path) -> object:
+    """The tiny checkpoint's processor, loaded without torchvision (``agentcpm.backends.local.load_processor``)."""
+    from agentcpm.backends.local import load_processor
+
+    return load_processor(tiny_model_path)
