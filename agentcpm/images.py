@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -177,23 +179,158 @@ def data_url(data: bytes, mime_type: str) -> str:
     return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def max_useful_pixels(max_slice_nums: int | None = None) -> int:
-    """About the most pixels MiniCPM-V can use from one image with this many slices."""
-    slices = 9 if max_slice_nums is None else max(1, max_slice_nums)
-    return SLICE_SIZE * SLICE_SIZE * (slices + 1)
+DownsampleMode = Literal["16x", "4x"]
+
+#: The processor's own defaults (processor_config.json of openbmb/MiniCPM-V-4.6).
+DEFAULT_MAX_SLICE_NUMS = 9
+PATCH_SIZE = 14
 
 
-def fit_for_model(image: PILImage.Image, max_slice_nums: int | None = None) -> PILImage.Image:
-    """Downscale (never upscale) an image that has more pixels than the model can use."""
+@dataclass(frozen=True)
+class SlicePlan:
+    """How MiniCPM-V's processor cuts an image: a thumbnail of the whole image plus a grid of slices.
+
+    Sizes are ``(width, height)`` in pixels as the vision encoder sees them; ``grid`` is ``(rows, cols)``
+    or None when the image is not sliced.
+    """
+
+    thumbnail: tuple[int, int]
+    grid: tuple[int, int] | None
+    slice: tuple[int, int] | None
+    tokens: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The largest resolution the model uses from the image: the sliced image, else the thumbnail."""
+        if self.grid is None or self.slice is None:
+            return self.thumbnail
+        return self.slice[0] * self.grid[1], self.slice[1] * self.grid[0]
+
+
+def _ensure_divide(length: float, divisor: int) -> int:
+    return max(round(length / divisor) * divisor, divisor)
+
+
+def _best_resize(width: float, height: float, unit: int, allow_upscale: bool) -> tuple[int, int]:
+    # Mirrors MiniCPMV4_6ImageProcessorPil.find_best_resize, float operations included, so counts match.
+    if width * height > SLICE_SIZE * SLICE_SIZE or allow_upscale:
+        aspect_ratio = width / height
+        height = int(SLICE_SIZE / math.sqrt(aspect_ratio))
+        width = int(height * aspect_ratio)
+    return _ensure_divide(width, unit), _ensure_divide(height, unit)
+
+
+def _sliced_grid(width: int, height: int, max_slice_nums: int) -> tuple[int, int] | None:
+    # Mirrors MiniCPMV4_6ImageProcessorPil.get_sliced_grid: the grid whose shape best matches the image's.
+    log_ratio = math.log(width / height)
+    multiple = min(math.ceil(width * height / (SLICE_SIZE * SLICE_SIZE)), max_slice_nums)
+    if multiple <= 1:
+        return None
+    best, min_error = (1, 1), float("inf")
+    for num_slices in (multiple - 1, multiple, multiple + 1):
+        if num_slices == 1 or num_slices > max_slice_nums:
+            continue
+        for rows in range(1, num_slices + 1):
+            if num_slices % rows == 0:
+                error = abs(log_ratio - math.log((num_slices // rows) / rows))
+                if error < min_error or (error == min_error and rows > best[0]):
+                    best, min_error = (rows, num_slices // rows), error
+    return best
+
+
+def slice_plan(
+    width: int, height: int, max_slice_nums: int | None = None, downsample_mode: DownsampleMode | None = None
+) -> SlicePlan:
+    """What MiniCPM-V 4.6's processor does with a ``width`` x ``height`` image (see :class:`SlicePlan`).
+
+    >>> slice_plan(1920, 1080, 36).grid
+    (3, 4)
+    """
+    if width < 1 or height < 1:
+        raise ImageError(f"an image must be at least 1x1 pixels, not {width}x{height}")
+    slices = DEFAULT_MAX_SLICE_NUMS if max_slice_nums is None else max(1, int(max_slice_nums))
+    # "4x" merges one 2x2 block of patches per token, "16x" merges twice.
+    merge = 2 if (downsample_mode or "16x") == "4x" else 4
+    unit, per_token = PATCH_SIZE * merge, merge * merge
+    grid = _sliced_grid(width, height, slices)
+    thumbnail = _best_resize(width, height, unit, allow_upscale=grid is None)
+    tokens = (thumbnail[0] // PATCH_SIZE) * (thumbnail[1] // PATCH_SIZE) // per_token
+    if grid is None:
+        return SlicePlan(thumbnail, None, None, tokens)
+    rows, cols = grid
+    piece = _best_resize(_ensure_divide(width, cols) / cols, _ensure_divide(height, rows) / rows, unit, True)
+    tokens += rows * cols * ((piece[0] // PATCH_SIZE) * (piece[1] // PATCH_SIZE) // per_token)
+    return SlicePlan(thumbnail, grid, piece, tokens)
+
+
+def estimate_image_tokens(
+    width: int, height: int, max_slice_nums: int | None = 9, downsample_mode: DownsampleMode | None = "16x"
+) -> int:
+    """The exact number of image tokens (``<|image_pad|>``) MiniCPM-V 4.6's processor makes for an image.
+
+    ``None`` means the processor's defaults (9 slices, "16x"). The ``<image>``/``<slice>`` markers and the
+    ``<image_id>`` prefix come on top (a few tokens per slice).
+
+    >>> estimate_image_tokens(1920, 1080, max_slice_nums=36), estimate_image_tokens(1920, 1080, 36, "4x")
+    (822, 3276)
+    """
+    return slice_plan(width, height, max_slice_nums, downsample_mode).tokens
+
+
+def model_image_size(
+    width: int, height: int, max_slice_nums: int | None = None, downsample_mode: DownsampleMode | None = None
+) -> tuple[int, int]:
+    """The smallest size to send an image at with nothing lost: the model sees the same slices and tokens.
+
+    The processor stretches every image to its own slice grid, so pixels beyond that grid's resolution are
+    thrown away on arrival; sending the image at this size saves encoding time and bytes. Images the model
+    would upscale keep their size.
+
+    >>> model_image_size(1920, 1080)  # 2x4 slices of 448x448, 578 tokens either way
+    (1792, 1008)
+    """
+    plan = slice_plan(width, height, max_slice_nums, downsample_mode)
+    size = (width, height)
+    # Shrinking can repeat (rounding may need a pixel to spare); stop at a size that maps to itself.
+    while (smaller := _shrink(size, plan, max_slice_nums, downsample_mode)) != size:
+        size = smaller
+    return size
+
+
+def _shrink(
+    size: tuple[int, int], plan: SlicePlan, max_slice_nums: int | None, downsample_mode: DownsampleMode | None
+) -> tuple[int, int]:
+    width, height = size
+    target_w, target_h = plan.size
+    if target_w >= width or target_h >= height:
+        return size
+
+    def scaled(new_width: int) -> tuple[int, int]:  # same aspect ratio, never below the model's resolution
+        return new_width, min(height, max(target_h, math.ceil(new_width * height / width - 1e-9)))
+
+    # The smallest width (aspect kept) at which the processor still makes the same plan; the slice count
+    # depends on the area, so the answer can lie well above the model's own resolution.
+    low, high = max(target_w, math.ceil(target_h * width / height - 1e-9)), width
+    while low < high:
+        middle = (low + high) // 2
+        if slice_plan(*scaled(middle), max_slice_nums, downsample_mode) == plan:
+            high = middle
+        else:
+            low = middle + 1
+    candidate = scaled(low)
+    return candidate if slice_plan(*candidate, max_slice_nums, downsample_mode) == plan else size
+
+
+def fit_for_model(
+    image: PILImage.Image, max_slice_nums: int | None = None, downsample_mode: DownsampleMode | None = None
+) -> PILImage.Image:
+    """Downscale (never upscale) an image to :func:`model_image_size`; the model sees exactly the same."""
     from PIL import Image
 
-    limit = max_useful_pixels(max_slice_nums)
-    pixels = image.width * image.height
-    if pixels <= limit:
+    size = model_image_size(image.width, image.height, max_slice_nums, downsample_mode)
+    if size == image.size:
         return image
-    scale = (limit / pixels) ** 0.5
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BICUBIC)
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
 def image_to_data_url(
@@ -202,7 +339,8 @@ def image_to_data_url(
     fmt: ImageFormat = "auto",
     max_slice_nums: int | None = None,
     max_pixels: int | None = None,
+    downsample_mode: DownsampleMode | None = None,
 ) -> str:
-    """Load, validate, resize for the model and encode an image as a data URL."""
-    image = fit_for_model(load_image(source, max_pixels=max_pixels), max_slice_nums)
+    """Load, validate, resize for the model (:func:`fit_for_model`) and encode an image as a data URL."""
+    image = fit_for_model(load_image(source, max_pixels=max_pixels), max_slice_nums, downsample_mode)
     return data_url(*encode_image(image, fmt))
