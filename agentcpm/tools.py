@@ -536,9 +536,10 @@ class Tool:
             return asyncio.run(_await(result))
         return result
 
-    async def acall(self, arguments: dict[str, Any]) -> Any:
-        """Validate ``arguments`` and run the tool: async tools on this loop, sync tools in a worker thread."""
-        validated = self.validate(arguments)
+    async def acall(self, arguments: dict[str, Any], *, validate: bool = True) -> Any:
+        """Validate ``arguments`` (unless ``validate=False``: already done) and run the tool: async tools on
+        this loop, sync tools in a daemon worker thread."""
+        validated = self.validate(arguments) if validate else dict(arguments)
         if self.is_async:
             return await self._invoke(validated)
         result = await run_in_thread(self._invoke, validated)
