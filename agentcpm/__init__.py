@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from .agent import Agent, RunFinished, RunResult, StepFinished, ToolFinished, ToolStarted
 from .backends import GenerationOptions, Reply, ScriptedBackend
 from .client import Client
 from .errors import AgentCPMError
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 Image = ImagePart
 
 __all__ = [
+    "Agent",
     "AgentCPMError",
     "Client",
     "Completed",
@@ -45,14 +47,19 @@ __all__ = [
     "Message",
     "ReasoningDelta",
     "Reply",
+    "RunFinished",
+    "RunResult",
     "ScriptedBackend",
+    "StepFinished",
     "TextPart",
     "Tool",
     "ToolCall",
     "ToolCallArgumentsDelta",
     "ToolCallFinished",
     "ToolCallStarted",
+    "ToolFinished",
     "ToolResult",
+    "ToolStarted",
     "Usage",
     "VideoPart",
     "__version__",
