@@ -45,3 +45,25 @@ def tiny_processor(tiny_model_path: Path) -> object:
     from agentcpm.backends.local import load_processor
 
     return load_processor(tiny_model_path)
+
+
+# ---------------------------------------------------------------------------- screen (xdisplay.py; screen capture)
+
+
+@pytest.fixture(scope="session")
+def xvfb() -> Iterator[object]:
+    """A 1920x1080 Xvfb display (``xdisplay.Xvfb``) shared by the session; skips where Xvfb is missing."""
+    from xdisplay import Xvfb
+
+    if not Xvfb.available():
+        pytest.skip("Xvfb is not installed: `apt-get install xvfb` (.ci/run installs it)")
+    with Xvfb(1920, 1080) as display:
+        yield display
+
+
+@pytest.fixture
+def display(xvfb: object, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``DISPLAY`` set to the session's Xvfb for one test; returns the display name."""
+    name: str = xvfb.name  # type: ignore[attr-defined]
+    monkeypatch.setenv("DISPLAY", name)
+    return name
