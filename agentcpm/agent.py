@@ -411,7 +411,7 @@ class _Run:
         self.invalid_in_a_row: dict[str, int] = {}
         self.last_call: tuple[str, str] | None = None
         self.repeats = 0
-        self.stop: Exception | None = None
+        self.stop: str | None = None
         self.last_results: list[ToolResult] = []
         self.step = sum(1 for m in self.messages if m.role == "assistant")
         self.transcript = Transcript(transcript) if transcript is not None else None
@@ -609,10 +609,9 @@ class _Run:
         if limit is None or self.repeats < limit:
             return False
         if self.repeats > limit:  # told once and insisting: end the run once this step's results are in
-            self.stop = RepeatedToolCallError(
+            self.stop = (
                 f"the model called {call.name} with the same arguments {self.repeats} times in a row after being "
-                "told it already ran; stopping. A different prompt or a larger model may help.",
-                self.messages,
+                "told it already ran; stopping. A different prompt or a larger model may help."
             )
         return True
 
@@ -652,7 +651,7 @@ class _Run:
 
     def _check_budgets(self) -> None:
         if self.stop is not None:
-            raise self.stop
+            raise RepeatedToolCallError(self.stop, self.messages)
         for name, count in self.invalid_in_a_row.items():
             if count > self.agent.tool_retries:
                 raise ToolRetriesExceeded(
