@@ -1,0 +1,101 @@
+"""The agent in a real process: Ctrl-C (SIGINT) stops a run cleanly; approval="ask" prompts on the terminal."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from agentcpm import Agent, Client, ContentDelta, Reply, ScriptedBackend, ToolStarted, tool
+    from agentcpm.errors import AgentCancelled
+
+    def call(name, **args):
+        params = "".join(f"<parameter={k}>\\n{v}\\n</parameter>\\n" for k, v in args.items())
+        return f"<tool_call>\\n<function={name}>\\n{params}</function>\\n</tool_call>"
+
+    @tool
+    def slow() -> str:
+        '''Slow.'''
+        time.sleep(60)
+        return "done"
+
+    @tool(requires_approval=True)
+    def transfer(amount: int) -> str:
+        '''Transfer money.'''
+        return f"sent {amount}"
+
+    def ready(event):
+        if isinstance(event, (ToolStarted, ContentDelta)) and not getattr(ready, "said", False):
+            ready.said = True
+            print("READY", flush=True)
+
+    mode = sys.argv[1]
+    if mode == "tool":
+        script, tools = [call("slow"), "never"], [slow]
+    elif mode == "model":
+        script, tools = [Reply("words " * 500, chunk_delay=0.02)], []
+    else:
+        script, tools = [call("transfer", amount=5), "ok"], [transfer]
+    agent = Agent(Client(backend=ScriptedBackend(script)), tools=tools, approval="ask", on_event=ready)
+    try:
+        result = agent.run("go")
+    except AgentCancelled as exc:
+        print("CANCELLED", [m.role for m in exc.messages], exc.messages[-1].text, flush=True)
+        sys.exit(3)
+    print("RESULT", result.messages[2].text, flush=True)
+    """
+)
+
+
+def start(tmp_path, mode: str, stdin=subprocess.PIPE) -> subprocess.Popen:
+    script = tmp_path / "agent_script.py"
+    script.write_text(SCRIPT)
+    return subprocess.Popen(
+        [sys.executable, str(script), mode], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def interrupt_when_ready(process: subprocess.Popen) -> tuple[str, str]:
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "READY"
+        time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+        return out, err
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_tool_runs_stops_the_run_and_keeps_the_messages(tmp_path):
+    process = start(tmp_path, "tool")
+    out, err = interrupt_when_ready(process)
+    assert process.returncode == 3, err
+    assert out.strip() == "CANCELLED ['user', 'assistant', 'tool'] Cancelled by the user before it finished."
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_model_streams_stops_the_run(tmp_path):
+    process = start(tmp_path, "model")
+    out, err = interrupt_when_ready(process)
+    assert process.returncode == 3, err
+    assert out.strip() == "CANCELLED ['user'] go"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("answer", "expected"), [("y\n", "sent 5"), ("n\n", "did not allow"), ("", "did not allow")])
+def test_approval_ask_prompts_in_the_terminal(tmp_path, answer, expected):
+    process = start(tmp_path, "ask")
+    out, err = process.communicate(answer, timeout=60)
+    assert process.returncode == 0, err
+    assert "Allow transfer(" in out and "[y/N]" in out
+    assert expected in out.splitlines()[-1]
