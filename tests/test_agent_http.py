@@ -1,0 +1,96 @@
+"""The agent's key scenarios through a real OpenAI-compatible HTTP server on 127.0.0.1 (tests/openai_server.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from openai_server import OpenAIServer, ServerReply
+from PIL import Image
+
+from agentcpm import Agent, Client, ContentDelta, RunFinished, ToolFinished, tool
+from agentcpm.transcript import Transcript
+
+CALL = "<tool_call>\n<function=get_weather>\n<parameter=location>\nParis\n</parameter>\n</function>\n</tool_call>"
+SECRET = "sk-test-never-write-me"
+
+asked: list[str] = []
+
+
+@tool
+def get_weather(location: str) -> str:
+    """Get the current weather.
+
+    Args:
+        location: City name.
+    """
+    asked.append(location)
+    return f"Sunny in {location}, 21 C"
+
+
+@tool
+def screenshot() -> list:
+    """Take a screenshot."""
+    return ["The screen:", Image.new("RGB", (40, 30), "blue")]
+
+
+def client_for(server: OpenAIServer, **kwargs) -> Client:
+    return Client(base_url=server.base_url, model=server.model, **kwargs)
+
+
+def test_tool_loop_with_markup_in_content_streamed_over_sse(openai_server):
+    asked.clear()
+    openai_server.push(CALL, "It is sunny in Paris.")
+    agent = Agent(client_for(openai_server), tools=[get_weather], system="Be brief.")
+    events = list(agent.stream("What's the weather in Paris?"))
+
+    result = events[-1].result
+    assert isinstance(events[-1], RunFinished) and result.output == "It is sunny in Paris."
+    assert asked == ["Paris"]
+    assert "".join(e.text for e in events if isinstance(e, ContentDelta)) == "It is sunny in Paris."
+    assert result.usage.requests == 2 and result.usage.prompt_tokens > 0
+    first, second = openai_server.requests
+    assert first["tools"][0]["function"]["name"] == "get_weather"
+    sent = second["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
+    assert sent[-1]["content"] == "Sunny in Paris, 21 C"
+    assert sent[-1]["tool_call_id"] == sent[2]["tool_calls"][0]["id"]
+
+
+def test_structured_tool_calls_like_vllm_and_arun(openai_server):
+    asked.clear()
+    openai_server.push(
+        ServerReply(tool_calls=[{"name": "get_weather", "arguments": {"location": "Oslo"}}]),
+        ServerReply(tool_calls=[{"name": "get_weather", "arguments": '{"place": "Oslo"}'}]),
+        "Cold in Oslo.",
+    )
+    agent = Agent(client_for(openai_server), tools=[get_weather])
+    result = asyncio.run(agent.arun("Weather in Oslo?"))
+    assert result.output == "Cold in Oslo."
+    assert asked == ["Oslo"]
+    invalid = openai_server.requests[2]["messages"][-1]["content"]
+    assert "Invalid arguments for get_weather" in invalid and "place: unknown parameter" in invalid
+
+
+def test_a_tool_image_reaches_the_server_in_the_next_request(openai_server):
+    openai_server.push("<tool_call>\n<function=screenshot>\n</function>\n</tool_call>", "A blue screen.")
+    result = Agent(client_for(openai_server), tools=[screenshot]).run("What is on screen?")
+    assert result.output == "A blue screen."
+    sent = openai_server.requests[1]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "user"]
+    assert sent[2]["content"] == "The screen:"
+    parts = sent[3]["content"]
+    image_urls = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
+    assert len(image_urls) == 1 and image_urls[0].startswith("data:image/")
+
+
+def test_transcript_over_http_never_holds_the_api_key(tmp_path):
+    path = tmp_path / "run.jsonl"
+    with OpenAIServer([CALL, "Sunny."], api_key=SECRET) as server:
+        agent = Agent(client_for(server, api_key=SECRET), tools=[get_weather])
+        events = list(agent.stream("Weather?", transcript=path))
+    assert any(isinstance(e, ToolFinished) and e.error is None for e in events)
+    text = path.read_text()
+    assert SECRET not in text
+    assert all(json.loads(line)["type"] for line in text.splitlines())
+    assert [m.role for m in Transcript.load(path)] == ["user", "assistant", "tool", "assistant"]
