@@ -61,7 +61,7 @@ def detect_dialect(models: Any, headers: dict[str, str], status: int = 200) -> D
 
     vLLM, SGLang and llama.cpp name themselves in ``owned_by``; Ollama lists ``name:tag`` models owned by
     a namespace such as ``library``; transformers serve (uvicorn, with an ``x-request-id`` on every reply)
-    names the hub organisation, and fails with a 500 when the hub cache folder does not exist.
+    names the hub organisation, and fails with a bare 500 when the hub cache folder does not exist.
     """
     server = headers.get("server", "").lower()
     entries = models.get("data") if isinstance(models, dict) else None
@@ -74,7 +74,7 @@ def detect_dialect(models: Any, headers: dict[str, str], status: int = 200) -> D
         return DIALECTS["llamacpp"]
     if "ollama" in server or "ollama" in owners or (entries and all(":" in str(e.get("id", "")) for e in entries)):
         return DIALECTS["ollama"]
-    if "uvicorn" in server and "x-request-id" in headers:
+    if "uvicorn" in server and ("x-request-id" in headers or status >= 500):
         return DIALECTS["transformers"]
     return DIALECTS["generic"]
 
