@@ -1,99 +1,1064 @@
-"""TEMPORARY placeholder parser (well-formed input only, no real streaming).
+"""Parse what MiniCPM-V 4.6 writes: reasoning, answer text and tool calls, in one pass or as a stream.
 
-Being replaced by the real parser (issue 2); the public names and signatures below are the contract.
+The model (a Qwen3.5 backbone) writes tool calls as text::
+
+    <tool_call>
+    <function=get_weather>
+    <parameter=city>
+    Paris
+    </parameter>
+    </function>
+    </tool_call>
+
+:func:`parse_output` turns a whole answer into a :class:`ParsedOutput`; :class:`StreamParser` does the same
+incrementally and emits events while text arrives; both are the same state machine, so a stream always ends
+with exactly what the batch parse gives. Sloppy output (missing closers, a bare ``<function=``, the older JSON
+form, markup inside values) is recovered; nothing here ever raises on model output. See docs/parsing.md.
+
+>>> out = parse_output("Let me look.\\n<tool_call>\\n<function=get_weather>\\n<parameter=city>\\nParis\\n"
+...                    "</parameter>\\n</function>\\n</tool_call>")
+>>> out.content, out.tool_calls[0].name, out.tool_calls[0].arguments
+('Let me look.', 'get_weather', {'city': 'Paris'})
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConfigurationError
 from .types import (
     ContentDelta,
     ParseEvent,
     ReasoningDelta,
     ToolCall,
+    ToolCallArgumentsDelta,
     ToolCallFinished,
     ToolCallStarted,
+    new_call_id,
+    tool_schema,
 )
+
+__all__ = [
+    "ParsedOutput",
+    "StreamParser",
+    "convert_arguments",
+    "normalize_text",
+    "parse_output",
+    "render_tool_calls",
+]
 
 
 @dataclass
 class ParsedOutput:
+    """A parsed model answer: ``content`` (text outside reasoning and calls), ``reasoning``, ``tool_calls``."""
+
     content: str = ""
     reasoning: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
 
 
-_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
-_PARAM = re.compile(r"<parameter=([^>\n]+)>\n?(.*?)\n?</parameter>", re.S)
-
-
 def parse_output(
     text: str,
-    tools: list[dict[str, Any]] | None = None,
+    tools: Sequence[Any] | None = None,
     *,
     thinking: bool = False,
     finish_reason: str | None = None,
 ) -> ParsedOutput:
-    reasoning = None
-    if thinking and "</think>" in text:
-        reasoning, text = text.split("</think>", 1)
-    elif text.lstrip().startswith("<think>") and "</think>" in text:
-        reasoning, text = text.lstrip()[len("<think>") :].split("</think>", 1)
-    calls = []
-    for match in _BLOCK.finditer(text):
-        body = match.group(1)
-        name = re.search(r"<function=([^>\n]+)>", body)
-        if name:
-            args = {k: v for k, v in _PARAM.findall(body)}
-            calls.append(ToolCall(name=name.group(1), arguments=args, raw=match.group(0)))
-        else:
-            try:
-                obj = json.loads(body)
-                calls.append(ToolCall(name=obj["name"], arguments=obj.get("arguments", {}), raw=match.group(0)))
-            except Exception:
-                pass
-    content = _BLOCK.sub("", text).strip()
-    return ParsedOutput(content, reasoning.strip() if reasoning is not None else None, calls)
+    """Parse a whole model answer.
+
+    ``tools`` (OpenAI-form or bare ``{"name", "parameters"}`` schemas) drive type conversion and the
+    unknown-tool check; ``thinking=True`` means the prompt ended inside ``<think>``; with
+    ``finish_reason="length"`` a call cut off before its end is marked ``complete=False``.
+
+    >>> parse_output("<think>\\nhmm\\n</think>\\n\\nHi!").reasoning
+    'hmm'
+    """
+    parser = StreamParser(tools, thinking=thinking)
+    parser.feed(text)
+    parser.close(finish_reason)
+    return parser.result()
 
 
-class StreamParser:
-    def __init__(self, tools: list[dict[str, Any]] | None = None, thinking: bool = False) -> None:
-        self.tools, self.thinking, self._text = tools, thinking, []  # type: ignore[var-annotated]
-        self._result: ParsedOutput | None = None
+# ============================================================================ tool schemas and values
 
-    def feed(self, delta: str) -> list[ParseEvent]:
-        self._text.append(delta)
+_TYPE_ALIASES = {
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "str": "string",
+    "dict": "object",
+    "list": "array",
+}
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_INTEGRAL = re.compile(r"([+-]?[0-9]+)\.0*")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_BAD_NAME = re.compile(r"[\s<>{}\"']")
+_INT_DIGITS = 4000  # below CPython's int/str conversion limit (4300 digits)
+
+
+def _function_schemas(tools: Iterable[Any] | None) -> dict[str, dict[str, Any]] | None:
+    """name -> parameters schema, or None when no tools are given (then no name is unknown)."""
+    if not tools:
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    for tool in tools:
+        function = tool_schema(tool)["function"]
+        params = function.get("parameters")
+        out[str(function.get("name", ""))] = params if isinstance(params, dict) else {}
+    return out
+
+
+def _properties(schemas: dict[str, dict[str, Any]] | None, name: str) -> dict[str, Any] | None:
+    if schemas is None or name not in schemas:
+        return None
+    props = schemas[name].get("properties")
+    return props if isinstance(props, dict) else {}
+
+
+def _types(schema: Any) -> list[str]:
+    """The JSON types a schema allows, in the order to try them ([] when it says nothing)."""
+    if not isinstance(schema, dict):
         return []
-
-    def close(self, finish_reason: str | None = None) -> list[ParseEvent]:
-        self._result = parse_output("".join(self._text), self.tools, thinking=self.thinking)
-        events: list[ParseEvent] = []
-        if self._result.reasoning:
-            events.append(ReasoningDelta(self._result.reasoning))
-        if self._result.content:
-            events.append(ContentDelta(self._result.content))
-        for i, call in enumerate(self._result.tool_calls):
-            events += [ToolCallStarted(i, call.id, call.name), ToolCallFinished(i, call)]
-        return events
-
-    def result(self) -> ParsedOutput:
-        assert self._result is not None
-        return self._result
+    out: list[str] = []
+    kind = schema.get("type")
+    for name in [kind] if isinstance(kind, str) else kind if isinstance(kind, list) else []:
+        if isinstance(name, str):
+            out.append(_TYPE_ALIASES.get(name, name))
+    for key in ("anyOf", "oneOf"):
+        subs = schema.get(key)
+        if isinstance(subs, list):
+            for sub in subs:
+                out.extend(_types(sub))
+    if not out and isinstance(schema.get("enum"), list):
+        out = [_json_type(v) for v in schema["enum"]]
+    return list(dict.fromkeys(out))
 
 
-def render_tool_calls(calls: list[ToolCall]) -> str:
-    raise NotImplementedError
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return "string"
 
 
-def normalize_text(text: str) -> str:
-    raise NotImplementedError
+def _matches(value: Any, kind: str) -> bool:
+    actual = _json_type(value)
+    if kind == "number":
+        return actual in ("integer", "number")
+    if kind in ("string", "integer", "boolean", "object", "array", "null"):
+        return actual == kind and not (kind == "array" and isinstance(value, tuple))
+    return True  # a type name we do not know constrains nothing
+
+
+def _to_int(text: str) -> int:
+    """An exact int of any size (CPython refuses int(str) beyond 4300 digits)."""
+    if len(text) <= _INT_DIGITS:
+        return int(text)
+    sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text.lstrip("+"))
+
+    def convert(d: str) -> int:
+        if len(d) <= _INT_DIGITS:
+            return int(d)
+        half = len(d) // 2
+        return convert(d[:half]) * 10 ** (len(d) - half) + convert(d[half:])
+
+    return sign * convert(digits)
+
+
+def _int_text(value: int) -> str:
+    """str(int) for any size."""
+    try:
+        return str(value)
+    except ValueError:
+        sign, value = ("-", -value) if value < 0 else ("", value)
+        digits = int(len(bin(value)) * 0.30103) + 1
+        half = digits // 2
+        high, low = divmod(value, 10**half)
+        return sign + (_int_text(high) if high else "") + _int_text(low).rjust(half, "0")
+
+
+def _load_structured(text: str) -> Any:
+    """JSON, else a Python literal (older templates wrote dicts as repr); raises ValueError."""
+    try:
+        return json.loads(text, strict=False, parse_int=_to_int)
+    except (ValueError, RecursionError):
+        pass
+    if text[:1] in "{[(" and len(text) < 1_000_000:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            pass
+        else:
+            return list(value) if isinstance(value, tuple) else value
+    raise ValueError("not JSON")
+
+
+def _try_type(kind: str, text: str) -> tuple[bool, Any]:
+    """Convert value text to one JSON type: (ok, value)."""
+    if kind == "string":
+        return True, text
+    s = text.strip()
+    if kind == "integer" or kind == "number":
+        if _INTEGER.fullmatch(s):
+            return True, _to_int(s)
+        if kind == "integer":
+            m = _INTEGRAL.fullmatch(s)
+            return (True, _to_int(m.group(1))) if m else (False, None)
+        if _FLOAT.fullmatch(s):
+            number = float(s)
+            return (True, number) if math.isfinite(number) else (False, None)
+        return False, None
+    if kind == "boolean":
+        low = s.lower()
+        return (True, low == "true") if low in ("true", "false") else (False, None)
+    if kind == "object" or kind == "array":
+        try:
+            value = _load_structured(s)
+        except ValueError:
+            return False, None
+        return (True, value) if isinstance(value, dict if kind == "object" else list) else (False, None)
+    if kind == "null":
+        return (True, None) if s in ("null", "None") else (False, None)
+    return True, text  # an unknown type name: keep the text
+
+
+def _convert_text(schema: Any, text: str) -> tuple[Any, str | None]:
+    """Value text -> (value, None), or (raw text, what was expected) when no allowed type fits."""
+    kinds = _types(schema)
+    if not kinds:
+        return text, None
+    if "null" in kinds and text.strip() in ("null", "None"):
+        return None, None
+    for kind in kinds:
+        if kind != "null":
+            ok, value = _try_type(kind, text)
+            if ok:
+                return value, None
+    return text.strip(), " or ".join(kinds)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _name_error(name: str, schemas: dict[str, dict[str, Any]] | None) -> str | None:
+    if not name or _BAD_NAME.search(name):
+        return f"invalid function name {_short(name)}: a name cannot be empty or contain whitespace or any of <>{{}}\"'"
+    if schemas is not None and name not in schemas:
+        return f"unknown tool {_short(name)}; available tools: {', '.join(sorted(schemas)) or 'none'}"
+    return None
+
+
+def _convert_values(
+    name: str, arguments: dict[str, Any], schemas: dict[str, dict[str, Any]] | None
+) -> tuple[dict[str, Any], list[str]]:
+    props = _properties(schemas, name)
+    out: dict[str, Any] = {}
+    errors: list[str] = []
+    for key, value in arguments.items():
+        schema = props.get(key) if props else None
+        kinds = _types(schema)
+        if not kinds or any(_matches(value, kind) for kind in kinds):
+            out[key] = value
+            continue
+        text = value if isinstance(value, str) else _json_text(value)
+        converted, expected = _convert_text(schema, text)
+        out[key] = converted if expected is None else value
+        if expected is not None:
+            errors.append(f"parameter {key!r}: expected {expected}, got {_short(value)}")
+    return out, errors
 
 
 def convert_arguments(
-    name: str, arguments: dict[str, Any], tools: list[dict[str, Any]] | None = None
+    name: str, arguments: dict[str, Any], tools: Sequence[Any] | None = None
 ) -> tuple[dict[str, Any], str | None]:
-    return arguments, None
+    """Apply the parser's schema conversion to already-decoded arguments (a server's structured tool_calls).
+
+    Values of an allowed JSON type pass through; others are converted from their text as the parser would
+    (``"5"`` -> ``5`` for an integer). Returns the arguments and an error message (unknown tool, a value
+    that does not convert) or None.
+
+    >>> tools = [{"name": "add", "parameters": {"properties": {"a": {"type": "integer"}}}}]
+    >>> convert_arguments("add", {"a": "5"}, tools)
+    ({'a': 5}, None)
+    """
+    schemas = _function_schemas(tools)
+    errors = [e for e in [_name_error(name, schemas)] if e]
+    if not isinstance(arguments, dict):
+        return {}, "; ".join([*errors, f"arguments must be an object, got {_short(arguments)}"])
+    out, conversion_errors = _convert_values(name, arguments, schemas)
+    return out, "; ".join(errors + conversion_errors) or None
+
+
+# ============================================================================ the state machine
+
+_TEXT, _VALUE, _BLOCK, _JSON, _NAME, _BODY, _PARAM, _AFTER, _CLOSED = range(9)
+
+TOOL_CALL, TOOL_CALL_END = "<tool_call>", "</tool_call>"
+FUNCTION, FUNCTION_END = "<function=", "</function>"
+PARAMETER, PARAMETER_END = "<parameter=", "</parameter"
+THINK, THINK_END = "<think>", "</think>"
+
+_WS = re.compile(r"\s*")
+_LINE_END = re.compile(r"[>\n]")
+# A </parameter> closer, drifted forms included (</parameter1>, a bare </parameter), and the whitespace after it.
+_CLOSER = re.compile(r"</parameter[^<>\s]{0,32}>?\s*")
+_CLOSER_TOKEN = re.compile(r"</parameter[^<>\s]{0,32}>?")
+_FOLLOWERS = (PARAMETER, FUNCTION_END, TOOL_CALL_END)
+_PARAM_TAG = re.compile(r"<parameter=([^<>\n]*)(>)?")
+_TERMINATOR = re.compile(r"</parameter|</function>|</tool_call>")
+_JSON_TOKEN = re.compile(r'[{}\[\]"]|</?tool_call>')
+_JSON_STRING_END = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_JSON_NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_TEXT_TAGS = (TOOL_CALL, THINK_END, FUNCTION, THINK)
+_VALUE_TAGS = (PARAMETER_END, FUNCTION_END, TOOL_CALL_END, PARAMETER)
+_BODY_TAGS = (PARAMETER, FUNCTION_END, TOOL_CALL_END, TOOL_CALL, FUNCTION, PARAMETER_END)
+_TEXT_FAST, _VALUE_FAST = 1, 2
+_DEFER_AT = 1024  # held text above this size is re-examined only after as much again arrived (linear time)
+
+
+def _skip_ws(buf: str, i: int) -> int:
+    match = _WS.match(buf, i)
+    return match.end() if match else i
+
+
+def _find_tag(buf: str, i: int, tags: tuple[str, ...], final: bool) -> int:
+    """Index of the next '<' that starts one of tags or (unless final) may grow into one; len(buf) if none."""
+    while True:
+        i = buf.find("<", i)
+        if i < 0:
+            return len(buf)
+        if buf.startswith(tags, i) or (not final and _is_prefix(buf, i, tags)):
+            return i
+        i += 1
+
+
+def _is_prefix(buf: str, i: int, tags: tuple[str, ...]) -> bool:
+    """Whether buf[i:] (the end of the buffer) could still grow into one of tags."""
+    return len(buf) - i < 12 and any(tag.startswith(buf[i:]) for tag in tags)
+
+
+class _Trimmed:
+    """Collects text with surrounding whitespace trimmed, deciding as early as possible what to emit."""
+
+    __slots__ = ("parts", "started", "ws")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.ws: list[str] = []
+        self.started = False
+
+    def add(self, text: str) -> str:
+        """Take more text; returns what can be emitted now (trailing whitespace waits for more text)."""
+        if not self.started:
+            text = text.lstrip()
+            if not text:
+                return ""
+            self.started = True
+        body = text.rstrip()
+        if not body:
+            self.ws.append(text)
+            return ""
+        tail = text[len(body) :]
+        if self.ws:
+            body = "".join(self.ws) + body
+            self.ws.clear()
+        if tail:
+            self.ws.append(tail)
+        self.parts.append(body)
+        return body
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class _Call:
+    __slots__ = ("given", "id", "index", "json_arguments", "json_error", "name", "values")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.id = new_call_id()
+        self.name = ""
+        self.values: dict[str, str] = {}
+        self.given: set[str] = set()
+        self.json_arguments: dict[str, Any] | None = None
+        self.json_error: str | None = None
+
+
+class StreamParser:
+    """Incremental parser: ``feed`` text as it arrives, get events; ``close`` at the end; ``result``.
+
+    Events: :class:`~agentcpm.types.ContentDelta`, :class:`~agentcpm.types.ReasoningDelta`,
+    :class:`~agentcpm.types.ToolCallStarted` (as soon as ``<function=NAME>`` is closed),
+    :class:`~agentcpm.types.ToolCallArgumentsDelta` (value text as it arrives) and
+    :class:`~agentcpm.types.ToolCallFinished`. Only what could still be the start of a tag is held back.
+
+    >>> p = StreamParser()
+    >>> events = [e for chunk in ["Hi <tool_c", "all>\\n<function=f>\\n</function></tool_call>"] for e in p.feed(chunk)]
+    >>> [type(e).__name__ for e in events + p.close()]
+    ['ContentDelta', 'ToolCallStarted', 'ToolCallFinished']
+    >>> p.result().tool_calls[0].name
+    'f'
+    """
+
+    def __init__(self, tools: Sequence[Any] | None = None, thinking: bool = False) -> None:
+        self._schemas = _function_schemas(tools)
+        self._buf = ""
+        self._pos = 0
+        self._state = _TEXT
+        self._out: list[ParseEvent] = []
+        self._content = _Trimmed()
+        self._reasoning: _Trimmed | None = _Trimmed() if thinking else None
+        self._sink = self._reasoning if self._reasoning is not None else self._content
+        self._event: type[ContentDelta] | type[ReasoningDelta] = ReasoningDelta if thinking else ContentDelta
+        self._think_seen = False
+        self._calls: list[ToolCall] = []
+        self._call: _Call | None = None
+        self._raw: list[str] = []
+        # the value being read
+        self._pname = ""
+        self._cindex, self._cid = 0, ""
+        self._vfrom = 0  # where the value's text starts in self._raw
+        self._vstart = True
+        self._vnl = False
+        # lookahead decisions for <parameter=K> inside an unclosed value (buffer indexes, see _s_value)
+        self._text_until = -1
+        self._split_until = -1
+        self._fast = _TEXT_FAST  # which fast path feed() may take (see feed)
+        self._defer = 0
+        self._queue: list[str] = []
+        self._queued = 0
+        self._finish_reason: str | None = None
+        self._closed = False
+
+    # public ----------------------------------------------------------------------------------------
+    def feed(self, delta: str) -> list[ParseEvent]:
+        """Add text; returns the events it completes."""
+        fast = self._fast
+        if fast and delta and "<" not in delta:
+            # Fast path: value or plain text with nothing held back, and no tag can start in delta.
+            if fast == _VALUE_FAST:
+                self._raw.append(delta)
+                if self._vstart or self._vnl or delta[-1] == "\n":
+                    return self._value_text(delta)
+                return [ToolCallArgumentsDelta(self._cindex, self._cid, self._pname, delta)]
+            text = self._sink.add(delta)
+            return [self._event(text)] if text else []
+        return self._feed(delta)
+
+    def _feed(self, delta: str) -> list[ParseEvent]:
+        if self._closed:
+            raise ConfigurationError("this StreamParser is closed; create a new one for the next answer")
+        if not delta:
+            return []
+        if self._defer:
+            self._queue.append(delta)
+            self._queued += len(delta)
+            if self._queued < self._defer:
+                return []
+            delta = "".join(self._queue)
+            self._queue, self._queued, self._defer = [], 0, 0
+        out: list[ParseEvent] = []
+        self._out = out
+        self._extend(delta)
+        self._run(False)
+        held = len(self._buf) - self._pos
+        if not held:
+            self._buf, self._pos, self._text_until, self._split_until = "", 0, -1, -1
+            self._fast = _VALUE_FAST if self._state == _VALUE else _TEXT_FAST if self._state == _TEXT else 0
+        else:
+            self._fast = 0
+            if held > _DEFER_AT:
+                self._defer = held
+        return out
+
+    def close(self, finish_reason: str | None = None) -> list[ParseEvent]:
+        """End of the answer: flush what was held back and finish an open call. With
+        ``finish_reason="length"`` a call whose end never came is marked ``complete=False``."""
+        if self._closed:
+            return []
+        self._finish_reason = finish_reason
+        out: list[ParseEvent] = []
+        self._out = out
+        self._extend("".join(self._queue))
+        self._queue, self._queued, self._defer = [], 0, 0
+        self._run(True)
+        self._end_of_text()
+        self._closed = True
+        self._state = _CLOSED
+        self._fast = 0
+        return out
+
+    def result(self) -> ParsedOutput:
+        """The parsed answer (closes the parser first if needed)."""
+        if not self._closed:
+            self.close()
+        reasoning = self._reasoning.text() if self._reasoning is not None else ""
+        return ParsedOutput(self._content.text(), reasoning or None, list(self._calls))
+
+    # machinery -------------------------------------------------------------------------------------
+    def _extend(self, delta: str) -> None:
+        shift = self._pos
+        self._buf = self._buf[shift:] + delta
+        self._pos = 0
+        self._text_until -= shift
+        self._split_until -= shift
+
+    def _run(self, final: bool) -> None:
+        steps = (
+            self._s_text,
+            self._s_value,
+            self._s_block,
+            self._s_json,
+            self._s_name,
+            self._s_body,
+            self._s_param,
+            self._s_after,
+        )
+        while steps[self._state](final):
+            pass
+
+    def _advance(self, end: int) -> None:
+        if self._call is not None:
+            self._raw.append(self._buf[self._pos : end])
+        self._pos = end
+
+    def _emit(self, end: int) -> None:
+        """Emit buf[pos:end] as reasoning or content."""
+        text = self._sink.add(self._buf[self._pos : end])
+        self._pos = end
+        if text:
+            self._out.append(self._event(text))
+
+    def _to_content(self) -> None:
+        self._sink, self._event = self._content, ContentDelta
+
+    def _think_ok(self) -> bool:
+        """Whether a <think> here opens the leading reasoning block."""
+        return (
+            not self._think_seen
+            and not self._calls
+            and not self._sink.started
+            and (self._sink is self._reasoning or self._reasoning is None)
+        )
+
+    # text (content or reasoning) -------------------------------------------------------------------
+    def _s_text(self, final: bool) -> bool:
+        buf = self._buf
+        i = _find_tag(buf, self._pos, _TEXT_TAGS, final)
+        if i > self._pos:
+            self._emit(i)
+        if i == len(buf):
+            return False
+        if buf.startswith(TOOL_CALL, i):
+            self._state = _BLOCK
+            return True
+        if buf.startswith(THINK_END, i):
+            self._pos = i + len(THINK_END)  # ends reasoning; a stray one in content is dropped
+            self._think_seen = True
+            self._to_content()
+            return True
+        if buf.startswith(FUNCTION, i) and self._sink is self._content:
+            self._start_call()
+            self._advance(i + len(FUNCTION))
+            self._state = _NAME
+            return True
+        if buf.startswith(THINK, i) and self._think_ok():
+            self._pos = i + len(THINK)
+            self._think_seen = True
+            if self._reasoning is None:
+                self._reasoning = self._sink = _Trimmed()
+                self._event = ReasoningDelta
+            return True
+        if not buf.startswith(_TEXT_TAGS, i):
+            return False  # may still become a tag
+        self._emit(i + 1)
+        return True
+
+    # <tool_call> ... --------------------------------------------------------------------------------
+    def _s_block(self, final: bool) -> bool:
+        buf, pos = self._buf, self._pos
+        k = _skip_ws(buf, pos + len(TOOL_CALL))
+        if k == len(buf) and not final:
+            return False
+        if buf.startswith(FUNCTION, k):
+            self._start_call()
+            self._advance(k + len(FUNCTION))
+            self._state = _NAME
+            return True
+        if buf.startswith("{", k):
+            self._state = _JSON
+            return True
+        if not final and _is_prefix(buf, k, (FUNCTION,)):
+            return False
+        # Neither a function nor JSON: not a call, the text stays as written.
+        self._emit(pos + len(TOOL_CALL))
+        self._state = _TEXT
+        return True
+
+    def _s_json(self, final: bool) -> bool:
+        buf, pos = self._buf, self._pos
+        k = _skip_ws(buf, pos + len(TOOL_CALL))
+        end, stop, closers = _json_scan(buf, k)
+        if end < 0 and stop < 0 and not final:
+            return False
+        body = buf[k:end] if end >= 0 else buf[k : stop if stop >= 0 else len(buf)].rstrip() + closers
+        parsed = _json_call(body)
+        if parsed is None and end < 0 and stop < 0 and self._finish_reason == "length":
+            match = _JSON_NAME.search(body)
+            if match:  # cut off mid-call: keep the name so the caller can see what was attempted
+                parsed = (_json_unescape(match.group(1)), {}, None)
+        if parsed is None:
+            self._emit(end if end >= 0 else stop if stop >= 0 else len(buf))
+            self._state = _TEXT
+            return True
+        self._start_call()
+        call = self._call
+        assert call is not None
+        call.name, call.json_arguments, call.json_error = parsed
+        self._out.append(ToolCallStarted(call.index, call.id, call.name))
+        arguments = json.dumps(call.json_arguments, ensure_ascii=False, default=str)
+        self._out.append(ToolCallArgumentsDelta(call.index, call.id, None, arguments))
+        if end >= 0 or stop >= 0:
+            self._advance(end if end >= 0 else stop)
+            self._state = _AFTER
+        else:
+            self._advance(len(buf))
+            self._finish_call(closed=False)
+        return True
+
+    # <function=NAME> ... </function> ----------------------------------------------------------------
+    def _start_call(self) -> None:
+        self._call = _Call(len(self._calls))
+        self._cindex, self._cid = self._call.index, self._call.id
+        self._raw = []
+        self._text_until = self._split_until = -1
+        self._to_content()  # a call ends the reasoning
+
+    def _read_name(self, final: bool) -> str | None:
+        """The rest of a <function= or <parameter= tag: up to '>' or, when '>' is missing, the line end."""
+        buf, pos = self._buf, self._pos
+        match = _LINE_END.search(buf, pos)
+        if match is None:
+            if not final:
+                return None
+            name, end = buf[pos:], len(buf)
+        else:
+            name, end = buf[pos : match.start()], match.end()
+            if match.group() == "\n":
+                name = name.strip()
+        self._advance(end)
+        return name
+
+    def _s_name(self, final: bool) -> bool:
+        name = self._read_name(final)
+        if name is None:
+            return False
+        call = self._call
+        assert call is not None
+        call.name = name.strip()
+        self._out.append(ToolCallStarted(call.index, call.id, call.name))
+        self._state = _BODY
+        return True
+
+    def _s_body(self, final: bool) -> bool:
+        """Between parameters."""
+        buf = self._buf
+        k = _skip_ws(buf, self._pos)
+        self._advance(k)
+        if k == len(buf):
+            return False
+        if buf.startswith(PARAMETER, k):
+            self._advance(k + len(PARAMETER))
+            self._state = _PARAM
+        elif buf.startswith(FUNCTION_END, k):
+            self._advance(k + len(FUNCTION_END))
+            self._state = _AFTER
+        elif buf.startswith(TOOL_CALL_END, k):
+            self._advance(k + len(TOOL_CALL_END))
+            self._finish_call(closed=True)
+        elif buf.startswith((TOOL_CALL, FUNCTION), k):
+            self._finish_call(closed=True)  # the next call starts: this one lacked its closers
+        elif buf.startswith(PARAMETER_END, k):
+            match = _CLOSER_TOKEN.match(buf, k)
+            assert match is not None
+            self._advance(match.end())  # a stray closer
+        elif buf[k] == "<" and not final and _is_prefix(buf, k, _BODY_TAGS):
+            return False
+        else:
+            end = buf.find("<", k + 1)
+            self._advance(len(buf) if end < 0 else end)  # stray text: kept in the call's raw text only
+        return True
+
+    def _s_param(self, final: bool) -> bool:
+        name = self._read_name(final)
+        if name is None:
+            return False
+        call = self._call
+        assert call is not None
+        props = _properties(self._schemas, call.name)
+        if props is not None and name not in props and name.strip() in props:
+            name = name.strip()
+        self._begin_value(name)
+        return True
+
+    def _begin_value(self, name: str) -> None:
+        assert self._call is not None
+        self._call.given.add(name)
+        self._pname = name
+        self._vfrom = len(self._raw)
+        self._vstart = True
+        self._vnl = False
+        self._state = _VALUE
+
+    def _end_value(self) -> None:
+        assert self._call is not None
+        text = "".join(self._raw[self._vfrom :])
+        text = text[1:] if text[:1] == "\n" else text
+        self._call.values[self._pname] = text[:-1] if text[-1:] == "\n" else text
+        self._vnl = False
+
+    def _value_text(self, text: str) -> list[ParseEvent]:
+        """Value text minus exactly one leading and one trailing newline (the trailing one is held back)."""
+        if self._vstart:
+            self._vstart = False
+            if text[0] == "\n":
+                text = text[1:]
+        if self._vnl:
+            text = "\n" + text
+            self._vnl = False
+        if text[-1:] == "\n":
+            text = text[:-1]
+            self._vnl = True
+        if not text:
+            return []
+        return [ToolCallArgumentsDelta(self._cindex, self._cid, self._pname, text)]
+
+    def _value_until(self, end: int) -> None:
+        if end > self._pos:
+            text = self._buf[self._pos : end]
+            self._advance(end)
+            self._out.extend(self._value_text(text))
+
+    def _closer(self, i: int, final: bool) -> tuple[int, int]:
+        """At a </parameter: (1 closes the value | 0 is text | -1 undecided, index after it and its whitespace).
+
+        It closes only when followed (after whitespace) by <parameter=, </function>, </tool_call> or the end."""
+        buf = self._buf
+        match = _CLOSER.match(buf, i)
+        assert match is not None
+        end = match.end()
+        if end == len(buf):
+            return (1 if final else -1), end
+        if buf.startswith(_FOLLOWERS, end):
+            return 1, end
+        if not final and _is_prefix(buf, end, _FOLLOWERS):
+            return -1, end
+        return 0, end
+
+    def _closes_later(self, start: int, final: bool) -> bool | None:
+        """Does a well-formed closer come before this function ends? None: not known yet."""
+        buf, i = self._buf, start
+        while True:
+            match = _TERMINATOR.search(buf, i)
+            if match is None:
+                if not final:
+                    return None
+                self._split_until = len(buf) + 1
+                return False
+            if match.group() != PARAMETER_END:
+                self._split_until = match.start()
+                return False
+            kind, end = self._closer(match.start(), final)
+            if kind < 0:
+                return None
+            if kind:
+                self._text_until = match.start()
+                return True
+            i = end
+
+    def _s_value(self, final: bool) -> bool:
+        buf = self._buf
+        i = _find_tag(buf, self._pos, _VALUE_TAGS, final)
+        self._value_until(i)
+        if i == len(buf):
+            return False
+        call = self._call
+        assert call is not None
+        if buf.startswith(PARAMETER_END, i):
+            kind, end = self._closer(i, final)
+            if kind < 0:
+                return False
+            if kind:
+                self._end_value()
+                self._advance(end)
+                self._state = _BODY
+            else:
+                self._value_until(end)
+            return True
+        if buf.startswith(FUNCTION_END, i):
+            self._end_value()
+            self._advance(i + len(FUNCTION_END))
+            self._state = _AFTER
+            return True
+        if buf.startswith(TOOL_CALL_END, i):
+            self._end_value()
+            self._advance(i + len(TOOL_CALL_END))
+            self._finish_call(closed=True)
+            return True
+        if buf.startswith(PARAMETER, i):
+            match = _PARAM_TAG.match(buf, i)
+            assert match is not None
+            if match.group(2) is None:
+                if match.end() == len(buf) and not final:
+                    return False
+                self._value_until(match.end())
+                return True
+            name = match.group(1)
+            props = _properties(self._schemas, call.name)
+            if props is not None and name not in props and name.strip() in props:
+                name = name.strip()
+            if name not in call.given and (props is None or name in props):
+                # A value without its closer meets a tag that could start a parameter: it does, unless a
+                # well-formed closer follows before the function ends (then every parameter is closed).
+                if i < self._text_until:
+                    split = False
+                elif i < self._split_until:
+                    split = True
+                else:
+                    closes = self._closes_later(match.end(), final)
+                    if closes is None:
+                        return False
+                    split = not closes
+                if split:
+                    self._end_value()
+                    self._advance(match.end())
+                    self._begin_value(name)
+                    return True
+            self._value_until(match.end())
+            return True
+        return False  # may still become a tag
+
+    def _s_after(self, final: bool) -> bool:
+        """After </function> (or a JSON call): an optional </tool_call>."""
+        buf = self._buf
+        k = _skip_ws(buf, self._pos)
+        if k == len(buf):
+            return False
+        if buf.startswith(TOOL_CALL_END, k):
+            self._advance(k + len(TOOL_CALL_END))
+        elif not final and _is_prefix(buf, k, (TOOL_CALL_END,)):
+            return False
+        self._finish_call(closed=True)
+        return True
+
+    def _finish_call(self, closed: bool) -> None:
+        call = self._call
+        assert call is not None
+        errors = [e for e in [_name_error(call.name, self._schemas)] if e]
+        if call.json_arguments is not None:
+            if call.json_error:
+                errors.append(call.json_error)
+            arguments, conversion_errors = _convert_values(call.name, call.json_arguments, self._schemas)
+        else:
+            arguments, conversion_errors = _convert_texts(call.name, call.values, self._schemas)
+        errors += conversion_errors
+        complete = closed or self._finish_reason != "length"
+        if not complete:
+            errors.append("the output was cut off (finish_reason='length') before this call ended; not executed")
+        result = ToolCall(
+            id=call.id,
+            name=call.name,
+            arguments=arguments,
+            raw="".join(self._raw),
+            complete=complete,
+            error="; ".join(errors) or None,
+        )
+        self._calls.append(result)
+        self._out.append(ToolCallFinished(call.index, result))
+        self._call = None
+        self._raw = []
+        self._state = _TEXT
+
+    def _end_of_text(self) -> None:
+        state = self._state
+        if state == _VALUE:
+            self._end_value()
+        if state == _AFTER:
+            self._finish_call(closed=True)
+        elif self._call is not None:
+            self._finish_call(closed=False)
+
+
+def _convert_texts(
+    name: str, values: dict[str, str], schemas: dict[str, dict[str, Any]] | None
+) -> tuple[dict[str, Any], list[str]]:
+    props = _properties(schemas, name)
+    out: dict[str, Any] = {}
+    errors: list[str] = []
+    for key, text in values.items():
+        schema = props.get(key) if props else None
+        if schema is None:
+            out[key] = text
+            continue
+        out[key], expected = _convert_text(schema, text)
+        if expected is not None:
+            errors.append(f"parameter {key!r}: expected {expected}, got {_short(text.strip())}")
+    return out, errors
+
+
+def _json_scan(buf: str, start: int) -> tuple[int, int, str]:
+    """Find the end of the JSON value at buf[start] ('{'): (end, -1, "") when balanced; (-1, stop, closers)
+    when a <tool_call> or </tool_call> outside strings stops it first; (-1, -1, closers) at the buffer end."""
+    stack: list[str] = []
+    i = start
+    while True:
+        match = _JSON_TOKEN.search(buf, i)
+        if match is None:
+            return -1, -1, "".join(reversed(stack))
+        token, i = match.group(), match.end()
+        if token == '"':
+            string = _JSON_STRING_END.match(buf, i)
+            if string is None:
+                return -1, -1, '"' + "".join(reversed(stack))
+            i = string.end()
+        elif token == "{":
+            stack.append("}")
+        elif token == "[":
+            stack.append("]")
+        elif token in "}]":
+            if stack:
+                stack.pop()
+            if not stack:
+                return i, -1, ""
+        else:
+            return -1, match.start(), "".join(reversed(stack))
+
+
+def _json_unescape(text: str) -> str:
+    try:
+        value = json.loads(f'"{text}"')
+    except ValueError:
+        return text
+    return value if isinstance(value, str) else text
+
+
+def _json_call(text: str) -> tuple[str, dict[str, Any], str | None] | None:
+    """The JSON form {"name": ..., "arguments": {...}} -> (name, arguments, error); None if not a call."""
+    try:
+        obj = _load_structured(text)
+    except ValueError:
+        return None
+    if isinstance(obj, dict) and isinstance(obj.get("function"), dict):
+        obj = obj["function"]
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        return None
+    arguments = obj.get("arguments", obj.get("parameters"))
+    error = None
+    if isinstance(arguments, str):
+        try:
+            arguments = _load_structured(arguments) if arguments.strip() else {}
+        except ValueError:
+            arguments, error = {}, f"arguments are not valid JSON: {_short(arguments)}"
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        arguments, error = {}, f"arguments must be an object, got {_short(arguments)}"
+    return obj["name"], arguments, error
+
+
+# ============================================================================ render and normalize
+
+
+def _json_text(value: Any) -> str:
+    """json.dumps as the chat template's tojson does it (ensure_ascii off), ints of any size included."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):
+        pass
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        return _int_text(value)
+    if isinstance(value, dict):
+        items = (f"{json.dumps(str(k), ensure_ascii=False)}: {_json_text(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_json_text(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _render_value(value: Any) -> str:
+    if isinstance(value, (dict, list, tuple)):
+        return _json_text(value)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return str(value)
+    if isinstance(value, int):
+        return _int_text(value)
+    return str(value)
+
+
+def render_tool_calls(calls: Iterable[ToolCall | dict[str, Any]]) -> str:
+    """Write calls exactly as the chat template renders them in the history (dict and list values as JSON,
+    None as ``None``, booleans as ``True``/``False``). Accepts ToolCall objects or OpenAI tool_call dicts.
+
+    >>> print(render_tool_calls([ToolCall(name="f", arguments={"x": 1})]))
+    <tool_call>
+    <function=f>
+    <parameter=x>
+    1
+    </parameter>
+    </function>
+    </tool_call>
+    """
+    blocks = []
+    for call in calls:
+        if not isinstance(call, ToolCall):
+            call = ToolCall.from_openai(call)
+        parts = [f"<tool_call>\n<function={call.name}>\n"]
+        for key, value in call.arguments.items():
+            parts.append(f"<parameter={key}>\n{_render_value(value)}\n</parameter>\n")
+        parts.append("</function>\n</tool_call>")
+        blocks.append("".join(parts))
+    return "\n".join(blocks)
+
+
+# fenced code, inline code, $$...$$, $...$, \(...\), \[...\]  (an unclosed fence or block runs to the end)
+_PROTECTED = re.compile(
+    r"```.*?(?:```|\Z)|`[^`\n]*`|\$\$.*?(?:\$\$|\Z)|\$[^$\n]+\$|\\\(.*?(?:\\\)|\Z)|\\\[.*?(?:\\\]|\Z)", re.S
+)
+_ESCAPED_NEWLINE = re.compile(r"(?<!\\)\\n")
+
+
+def normalize_text(text: str) -> str:
+    r"""Turn literal ``\n`` escapes the model sometimes writes into newlines, leaving fenced code, inline
+    code and LaTeX (``$...$``, ``$$...$$``, ``\(...\)``, ``\[...\]``) and doubled escapes (``\\n``) alone.
+    Opt-in: the parser never applies it itself.
+
+    >>> normalize_text(r"Line one\nLine two: `a\nb` and $\nabla f$")
+    'Line one\nLine two: `a\\nb` and $\\nabla f$'
+    """
+    out = []
+    pos = 0
+    for match in _PROTECTED.finditer(text):
+        out.append(_ESCAPED_NEWLINE.sub("\n", text[pos : match.start()]))
+        out.append(match.group())
+        pos = match.end()
+    out.append(_ESCAPED_NEWLINE.sub("\n", text[pos:]))
+    return "".join(out)
