@@ -47,6 +47,7 @@ before any byte), ``delay`` (seconds before the response starts), and for error 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 import uuid
@@ -259,6 +260,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     owner: OpenAIServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that hang up (closed streams, dropped keep-alive connections) are normal here.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class OpenAIServer:
