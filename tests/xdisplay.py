@@ -7,7 +7,7 @@
 The Tk app (run as a subprocess, so Tk's main loop never blocks the tests) draws, in screen pixels:
 a white background; a red square at (100, 100, 200, 200); a green square at (1600, 800, 200, 200); the text
 "AGENTCPM SCREEN TEST" at the top; a button "Press me" at (400, 400, 200, 60) and an entry at
-(400, 520, 400, 40). It prints one line per event: ``ready``, ``clicked``, ``entry <text>``,
+(400, 520, 400, 40). It prints one line per event: ``ready WINDOW_ID``, ``clicked``, ``entry <text>``,
 ``scrolled <delta>``, ``moved``. Commands on stdin, one per line:
 ``rect LEFT TOP WIDTH HEIGHT COLOR DELAY_MS`` paints a rectangle after a delay; ``quit``.
 """
@@ -82,7 +82,7 @@ def poll():
 
 threading.Thread(target=read_stdin, daemon=True).start()
 root.after(20, poll)
-root.after(300, lambda: report("ready"))
+root.after(300, lambda: report(f"ready {root.wm_frame()}"))
 root.mainloop()
 """
 
@@ -141,6 +141,7 @@ class TkApp:
         self.display = display
         self.lines: queue.Queue[str] = queue.Queue()
         self.process: subprocess.Popen[str] | None = None
+        self.window = 0
 
     def __enter__(self) -> TkApp:
         self.process = subprocess.Popen(
@@ -153,8 +154,23 @@ class TkApp:
             bufsize=1,
         )
         threading.Thread(target=self._read, daemon=True).start()
-        self.wait_for("ready", timeout=20)
+        self.window = int(self.wait_for("ready", timeout=20).split()[1], 16)
         return self
+
+    def focus(self) -> None:
+        """Give the app the keyboard focus, as a window manager does when a window is clicked (Xvfb has none).
+
+        pynput types characters with XSendEvent to the focused window, so without this they go nowhere.
+        """
+        import Xlib.display
+        from Xlib import X
+
+        connection = Xlib.display.Display(self.display)
+        try:
+            connection.set_input_focus(self.window, X.RevertToParent, X.CurrentTime)
+            connection.sync()
+        finally:
+            connection.close()
 
     def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from .capture import Screenshot, capture, list_monitors
 from .geometry import Box, Monitor, Rect, monitor_at, parse_boxes, parse_points
+from .tools import Action, ScreenSession, screen_tools
 from .watch import Change, WatchAnswer, wait_for_change, wait_until_stable, watch
 
 __all__ = [
+    "Action",
     "Box",
     "Change",
     "Monitor",
     "Rect",
+    "ScreenSession",
     "Screenshot",
     "WatchAnswer",
     "capture",
@@ -26,6 +29,7 @@ __all__ = [
     "monitor_at",
     "parse_boxes",
     "parse_points",
+    "screen_tools",
     "wait_for_change",
     "wait_until_stable",
     "watch",
