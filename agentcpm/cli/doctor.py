@@ -32,14 +32,14 @@ class Report:
         self.failed = False
 
     def ok(self, what: str, detail: str) -> None:
-        self.console.print(f"[green]ok[/]    {what}: {detail}", highlight=False)
+        self.console.print(f"[green]ok[/]    {what}: {detail}", highlight=False, soft_wrap=True)
 
     def warn(self, what: str, detail: str, fix: str) -> None:
-        self.console.print(f"[yellow]warn[/]  {what}: {detail} -> {fix}", highlight=False)
+        self.console.print(f"[yellow]warn[/]  {what}: {detail} -> {fix}", highlight=False, soft_wrap=True)
 
     def fail(self, what: str, detail: str, fix: str) -> None:
         self.failed = True
-        self.console.print(f"[red]FAIL[/]  {what}: {detail} -> {fix}", highlight=False)
+        self.console.print(f"[red]FAIL[/]  {what}: {detail} -> {fix}", highlight=False, soft_wrap=True)
 
 
 def installed(package: str) -> str | None:

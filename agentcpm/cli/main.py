@@ -184,29 +184,28 @@ def load_images(sources: Sequence[str]) -> list[ImagePart]:
     return images
 
 
-def screenshot(monitor: int = 1, region: tuple[int, int, int, int] | None = None) -> ImagePart:
-    """The screen as an image to attach to a message."""
+def screenshot(args: argparse.Namespace, monitor: int = 1) -> ImagePart:
+    """The screen as an image to attach to a message, sized for the model."""
     from ..screen import capture
-    from ..types import ImagePart
 
-    return ImagePart(capture(monitor=monitor, region=region).image)
+    return capture(monitor=monitor).to_part(max_slice_nums=args.max_slice_nums, downsample_mode=args.downsample)
 
 
-def build_tools(spec: str | None) -> list[Any]:
-    """``"screen,gui"`` -> the tools; ``None`` -> the screen tools when a display can be captured."""
+def build_tools(args: argparse.Namespace) -> list[Any]:
+    """``--tools screen,gui`` -> the tools; not given -> the screen tools when a display can be captured.
+    GUI actions (click, type, ...) only when ``gui`` is named; they ask for approval before they act."""
+    spec = args.tools
     names = {"screen"} if spec is None else {n.strip() for n in spec.split(",") if n.strip()} - {"none"}
     unknown = names - {"screen", "gui"}
     if unknown:
         from ..errors import ConfigurationError
 
         raise ConfigurationError(f"unknown tool set(s) {', '.join(sorted(unknown))}: use screen, gui or none")
-    if not names:
+    if not names or (spec is None and not display_available()):
         return []
-    if spec is None and not display_available():
-        return []
-    from ..screen import screen_tools
+    from ..screen.tools import screen_tools
 
-    return list(screen_tools(actions="gui" in names))
+    return screen_tools(actions="gui" in names, max_slice_nums=args.max_slice_nums, downsample_mode=args.downsample)
 
 
 def display_available() -> bool:
@@ -219,27 +218,36 @@ def display_available() -> bool:
         return False
 
 
-def ask_approval(console: Any, call: ToolCall, always: set[str], pause: Callable[[], Any] | None = None) -> bool:
-    """Ask y / n / always on the terminal; "always" approves the tool for the rest of the session."""
+def approval_prompt(console: Any, view: Callable[[], Any]) -> Callable[[ToolCall], Any]:
+    """An approval callback for the agent: y / n / always on the terminal, the live display paused.
+
+    It is async so the agent calls it on the main thread, where Ctrl-C and the terminal are."""
     from contextlib import nullcontext
 
     from .render import format_call
 
-    if call.name in always:
-        return True
-    with pause() if pause else nullcontext():
-        while True:
-            try:
-                answer = console.input(f"[bold yellow]allow {format_call(call)}?[/] [y/n/always] ").strip().lower()
-            except EOFError:
-                return False
-            if answer in ("y", "yes"):
-                return True
-            if answer in ("n", "no", ""):
-                return False
-            if answer in ("a", "always"):
-                always.add(call.name)
-                return True
+    always: set[str] = set()
+
+    async def approve(call: ToolCall) -> bool:
+        if call.name in always:
+            return True
+        current = view()
+        with current.paused() if current is not None else nullcontext():
+            while True:
+                try:
+                    answer = console.input(f"[bold yellow]allow {format_call(call)}?[/] [y/n/always] ")
+                except EOFError:
+                    return False
+                answer = answer.strip().lower()
+                if answer in ("y", "yes"):
+                    return True
+                if answer in ("n", "no", ""):
+                    return False
+                if answer in ("a", "always"):
+                    always.add(call.name)
+                    return True
+
+    return approve
 
 
 def friendly_error(exc: BaseException) -> str:
@@ -267,7 +275,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         raise ConfigurationError("the prompt is empty: give it as an argument or on stdin with `ask -`")
     images = load_images(args.image)
     if args.screen:
-        images.append(screenshot(args.monitor))
+        images.append(screenshot(args, args.monitor))
     with make_client(args) as client:
         if args.json:
             c = client.chat(prompt, images=images)
@@ -307,32 +315,21 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..agent import Agent, RunFinished
-    from .render import TurnView
+    from ..agent import Agent
+    from .render import TurnView, format_usage, play
 
     task = sys.stdin.read() if args.task == "-" else args.task
     images = load_images(args.image)
-    tools = build_tools(args.tools)
+    tools = build_tools(args)
     console = Console(highlight=False)
-    always: set[str] = set()
     view = TurnView(console, show_reasoning=args.thinking)
-
-    def approve(call: ToolCall) -> bool:
-        return ask_approval(console, call, always, view.paused)
-
-    approval: Any = approve if args.approve == "ask" else args.approve
+    approval: Any = approval_prompt(console, lambda: view) if args.approve == "ask" else args.approve
     with make_client(args) as client:
         agent = Agent(client, tools=tools, max_steps=args.max_steps, approval=approval)
-        result = None
-        with view:
-            for event in agent.stream(task, images=images, transcript=args.transcript):
-                view.show(event)
-                if isinstance(event, RunFinished):
-                    result = event.result
-        if result is not None:
-            from .render import format_usage
-
-            console.print(format_usage(result.usage, f"{len(result.steps)} steps"), style="dim")
+        result = play(view, agent.stream(task, images=images, transcript=args.transcript))
+    if result is not None:
+        steps = len(result.steps)
+        console.print(format_usage(result.usage, f"{steps} step{'s' * (steps != 1)}"), style="dim")
     return 0
 
 
@@ -392,12 +389,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(__version__)
         return 0
+    import logging
+
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    else:  # retries and fallbacks stay quiet; the outcome is reported as one line
+        logging.getLogger("agentcpm").setLevel(logging.ERROR)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        from ..errors import AgentCancelled
+
+        if isinstance(exc, AgentCancelled):  # Ctrl-C inside an agent run
+            print("\ninterrupted", file=sys.stderr)
+            return 130
         if args.verbose:
             import traceback
 

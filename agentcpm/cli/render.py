@@ -18,7 +18,8 @@ so the scrollback is what a person would have seen, and output to a file or pipe
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -69,15 +70,22 @@ def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return short
 
 
-def format_usage(usage: Usage, label: str = "") -> str:
-    """One line: tokens in and out, time, speed."""
+def format_usage(usage: Any, label: str = "") -> str:
+    """One line from a :class:`~agentcpm.types.Usage` (one request) or an agent run's usage: tokens in and
+    out, requests and tool calls when counted, time, speed."""
     parts = [f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"]
-    if usage.duration is not None:
+    for name in ("requests", "tool_calls"):
+        count = getattr(usage, name, None)
+        if count:
+            parts.append(f"{count} {name.replace('_', ' ')}")
+    if usage.duration:
         parts.append(f"{usage.duration:.2f} s")
-    if usage.time_to_first_token is not None:
-        parts.append(f"first token {usage.time_to_first_token:.2f} s")
-    if usage.tokens_per_second:
-        parts.append(f"{usage.tokens_per_second:.1f} tok/s")
+    first = getattr(usage, "time_to_first_token", None)
+    if first is not None:
+        parts.append(f"first token {first:.2f} s")
+    speed = getattr(usage, "tokens_per_second", None)
+    if speed:
+        parts.append(f"{speed:.1f} tok/s")
     return (f"{label}: " if label else "") + ", ".join(parts)
 
 
@@ -113,6 +121,7 @@ class TurnView:
         self._status = "thinking…"
         self._live: Live | None = None
         self._call_args: dict[int, str] = {}
+        self._saved_tty: Any = None
 
     # live region -------------------------------------------------------------------------------------
     def __rich__(self) -> RenderableType:
@@ -130,6 +139,7 @@ class TurnView:
 
     def start(self) -> None:
         if self._live is None:
+            self._keys_echo(False)
             self._live = Live(self, console=self.console, refresh_per_second=12, transient=True)
             self._live.start()
 
@@ -140,6 +150,29 @@ class TurnView:
             self._status = ""
             self._live.stop()
             self._live = None
+            self._keys_echo(True)
+
+    def _keys_echo(self, on: bool) -> None:
+        # While the live region is drawn, keys typed ahead (and the "^C" of Ctrl-C) must not be echoed:
+        # they would shift the cursor and leave copies of the region behind. They still reach the next prompt.
+        if not self.console.is_terminal or not sys.stdin.isatty():
+            return
+        try:
+            import termios
+        except ImportError:  # Windows: no echo control, nothing to restore
+            return
+        try:
+            fd = sys.stdin.fileno()
+            if not on:
+                self._saved_tty = termios.tcgetattr(fd)
+                quiet = list(self._saved_tty)
+                quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+                termios.tcsetattr(fd, termios.TCSANOW, quiet)
+            elif self._saved_tty is not None:
+                termios.tcsetattr(fd, termios.TCSANOW, self._saved_tty)
+                self._saved_tty = None
+        except (OSError, termios.error):  # not a real terminal after all
+            pass
 
     def __enter__(self) -> TurnView:
         self.start()
@@ -161,9 +194,11 @@ class TurnView:
                 self.start()
 
     def _flush(self) -> None:
-        if self._text.strip():
-            self.console.print(self._piece())
+        # Clear first: printing redraws the live region, which must no longer hold this piece.
+        piece = self._piece() if self._text.strip() else None
         self._text, self._kind = "", None
+        if piece is not None:
+            self.console.print(piece)
 
     def _write(self, kind: str, text: str) -> None:
         if kind != self._kind:
@@ -175,7 +210,7 @@ class TurnView:
     def note(self, text: str, style: str = "dim") -> None:
         """Print a line of its own between pieces."""
         self._flush()
-        self.console.print(Text(text, style=style))
+        self.console.print(Text(text, style=style), soft_wrap=True)
 
     # events ------------------------------------------------------------------------------------------
     def show(self, event: Any) -> None:
@@ -234,6 +269,24 @@ class TurnView:
             self.note(f"✗ {call.name} failed: {preview(message)}{timing}", style="red")
             return
         self.note(f"← {call.name}: {preview(describe_result(result))}{timing}", style="green")
+
+
+def play(view: TurnView, events: Iterable[Any]) -> Any:
+    """Show every event of a run on ``view``; returns the run's result (from ``RunFinished``), or None.
+
+    The event stream is closed on the way out, so Ctrl-C also ends the request behind it."""
+    result = None
+    try:
+        with view:
+            for event in events:
+                view.show(event)
+                if type(event).__name__ == "RunFinished":
+                    result = event.result
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+    return result
 
 
 def describe_result(result: Any) -> str:

@@ -19,9 +19,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..types import ImagePart, Message, ToolCall, Usage
-from .main import ask_approval, build_tools, friendly_error, image_source, load_images, make_client, screenshot
-from .render import TurnView, format_usage
+from ..types import ImagePart, Message, Usage
+from .main import approval_prompt, build_tools, friendly_error, image_source, load_images, make_client, screenshot
+from .render import TurnView, format_usage, play
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -96,7 +96,6 @@ class Repl:
         self.pending: list[ImagePart] = []
         self.turn_usage = Usage()
         self.total_usage = Usage()
-        self.always: set[str] = set()
         self.view: TurnView | None = None
         self.agent: Any = None
 
@@ -108,17 +107,14 @@ class Repl:
             with self.console.status("[dim]starting…[/]"):
                 self.client = make_client(self.args)
         if self.tools is None:
-            self.tools = build_tools(getattr(self.args, "tools", None))
-        approval: Any = self.approve if getattr(self.args, "approve", "ask") == "ask" else self.args.approve
+            self.tools = build_tools(self.args)
+        approve = self.args.approve
+        approval: Any = approval_prompt(self.console, lambda: self.view) if approve == "ask" else approve
         self.agent = Agent(self.client, tools=self.tools, approval=approval)
         where = self.client.base_url or "in-process"
         tools = ", ".join(t.name for t in self.tools) or "none"
         self.console.print(f"[bold]agentcpm[/] · {self.client.model or 'model'} ({where}) · tools: {tools}")
         self.console.print("[dim]/help lists the commands · Ctrl-C stops an answer · Ctrl-D leaves[/]")
-
-    def approve(self, call: ToolCall) -> bool:
-        pause = self.view.paused if self.view is not None else None
-        return ask_approval(self.console, call, self.always, pause)
 
     def run(self) -> int:
         """Read, answer, repeat until /exit or Ctrl-D."""
@@ -202,19 +198,15 @@ class Repl:
 
     def ask(self, text: str) -> None:
         """Run one agent turn on ``text`` with the pending images, showing it as it happens."""
-        from ..agent import RunFinished
+        from ..errors import AgentCancelled
 
         images, self.pending = self.pending, []
-        self.view = TurnView(self.console, show_reasoning=True)
-        result = None
+        self.view = view = TurnView(self.console, show_reasoning=True)
         try:
-            with self.view:
-                for event in self.agent.stream(text, images=images, history=self.messages):
-                    self.view.show(event)
-                    if isinstance(event, RunFinished):
-                        result = event.result
-        except KeyboardInterrupt:
-            self.console.print("[yellow]interrupted[/] [dim](the question and the partial answer are dropped)[/]")
+            result = play(view, self.agent.stream(text, images=images, history=self.messages))
+        except (KeyboardInterrupt, AgentCancelled):
+            # The turn is dropped whole: a half answer or half-run tool calls would confuse the next one.
+            self.console.print("[yellow]interrupted[/] [dim](this question is left out of the conversation)[/]")
             return
         except Exception as exc:
             self._error(exc)
@@ -223,19 +215,21 @@ class Repl:
             self.view = None
         if result is not None:
             self.messages = list(result.messages)
-            self.turn_usage = result.usage if isinstance(result.usage, Usage) else Usage()
-            self.total_usage = self.total_usage + self.turn_usage
+            self.turn_usage = view.usage
+            self.total_usage = self.total_usage + view.usage
 
     def _error(self, exc: BaseException) -> None:
         if getattr(self.args, "verbose", False):
             self.console.print_exception()
-        self.console.print(friendly_error(exc), style="red", markup=False)
+        self.console.print(friendly_error(exc), style="red", markup=False, soft_wrap=True)
 
     # slash commands ----------------------------------------------------------------------------------
     def command(self, name: str, argument: str) -> bool:
         handler = getattr(self, "cmd_" + name.lstrip("/"), None) if name in COMMANDS else None
         if handler is None:
-            self.console.print(f"unknown command {name}: /help lists the commands", style="red", markup=False)
+            self.console.print(
+                f"unknown command {name}: /help lists the commands", style="red", markup=False, soft_wrap=True
+            )
             return True
         try:
             return handler(argument) is not False
@@ -264,7 +258,7 @@ class Repl:
     def cmd_screen(self, argument: str) -> None:
         monitor = int(argument) if argument else 1
         with self.console.status("[dim]capturing…[/]"):
-            shot = screenshot(monitor)
+            shot = screenshot(self.args, monitor)
         self.pending.append(shot)
         width, height = shot.open().size
         self.console.print(f"[dim]attached a screenshot of monitor {monitor} ({width}x{height}); now ask about it[/]")

@@ -1,0 +1,215 @@
+"""The ``agentcpm`` command run as a user runs it: a subprocess, against a real local HTTP server
+(tests/openai_server.py) or the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai_server import OpenAIServer, ServerReply
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a fresh user: no agentcpm settings, an empty home and state folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTCPM_", "OPENAI_"))}
+    env.pop("DISPLAY", None)
+    env.update(
+        HOME=str(home), XDG_STATE_HOME=str(home / "state"), NO_COLOR="1", COLUMNS="100", HF_HUB_OFFLINE="1", **extra
+    )
+    return env
+
+
+def agentcpm(home: Path, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentcpm", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=home,
+        env=cli_env(home, **env),
+        timeout=120,
+    )
+
+
+def one_friendly_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in stderr
+    return lines[0]
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture
+def server() -> Any:
+    with OpenAIServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def test_help_lists_every_command(home: Path) -> None:
+    result = agentcpm(home, "--help")
+    assert result.returncode == 0
+    for command in ("chat", "ask", "run", "watch", "doctor", "--base-url", "--thinking", "--downsample"):
+        assert command in result.stdout
+
+
+def test_help_does_not_import_the_model_stack(home: Path) -> None:
+    code = "import sys; from agentcpm.cli.main import build_parser; build_parser(); print(sorted(sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    for heavy in ("torch", "transformers", "rich", "openai", "mss", "pynput"):
+        assert f"'{heavy}'" not in result.stdout, heavy
+
+
+def test_ask_streams_the_answer(home: Path, server: OpenAIServer) -> None:
+    server.push(ServerReply("The answer is **4**.", chunk_size=3))
+    result = agentcpm(home, "ask", "What is 2+2?", "--base-url", server.base_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "The answer is **4**.\n"
+    assert server.requests[0]["messages"][-1]["content"] == "What is 2+2?"
+    assert server.requests[0]["stream"] is True
+
+
+def test_ask_options_reach_the_server(home: Path, server: OpenAIServer) -> None:
+    server.push("ok")
+    args = ["--max-tokens", "33", "--temperature", "0.2", "--model", server.model]
+    result = agentcpm(home, "ask", "hi", "--base-url", server.base_url, *args)
+    assert result.returncode == 0, result.stderr
+    body = server.requests[0]
+    assert body["max_tokens"] == 33 and body["temperature"] == 0.2 and body["model"] == server.model
+
+
+def test_ask_json_gives_content_reasoning_tool_calls_usage(home: Path, server: OpenAIServer) -> None:
+    server.push(
+        "I will look.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n"
+        "</tool_call>"
+    )
+    result = agentcpm(home, "ask", "Weather in Paris?", "--json", "--base-url", server.base_url)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["content"] == "I will look."
+    assert [(c["name"], c["arguments"]) for c in out["tool_calls"]] == [("get_weather", {"city": "Paris"})]
+    assert out["usage"]["completion_tokens"] > 0 and "reasoning" in out
+
+
+def test_ask_reads_the_prompt_from_stdin(home: Path, server: OpenAIServer) -> None:
+    server.push("Got it.")
+    result = agentcpm(home, "ask", "-", "--base-url", server.base_url, stdin="Summarise this:\nline two\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Got it.\n"
+    assert server.requests[0]["messages"][-1]["content"] == "Summarise this:\nline two\n"
+
+
+def test_ask_attaches_images(home: Path, server: OpenAIServer) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), "red").save(home / "red dot.png")
+    server.push("A red square.")
+    image = f"file://{home / 'red%20dot.png'}"  # a file:// URL, as some file managers paste it
+    result = agentcpm(home, "ask", "What is this?", "--image", image, "--base-url", server.base_url)
+    assert result.returncode == 0, result.stderr
+    content = server.requests[0]["messages"][-1]["content"]
+    assert [p["type"] for p in content] == ["image_url", "text"]
+    assert content[0]["image_url"]["url"].startswith("data:image/")
+
+
+def test_bad_image_path_is_one_line_with_the_fix(home: Path, server: OpenAIServer) -> None:
+    result = agentcpm(home, "ask", "What is this?", "--image", "missing.png", "--base-url", server.base_url)
+    assert result.returncode == 1
+    line = one_friendly_line(result.stderr)
+    assert "missing.png" in line and "check the path" in line
+    assert server.requests == []  # failed before asking the model
+
+
+def test_unreachable_server_is_one_line_with_the_fix(home: Path) -> None:
+    url = closed_port_url()
+    result = agentcpm(home, "ask", "hi", "--base-url", url)
+    assert result.returncode == 1
+    line = one_friendly_line(result.stderr)
+    assert "127.0.0.1" in line
+
+
+def test_verbose_shows_the_traceback(home: Path) -> None:
+    result = agentcpm(home, "ask", "hi", "--base-url", closed_port_url(), "--verbose")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_empty_stdin_prompt_is_refused(home: Path, server: OpenAIServer) -> None:
+    result = agentcpm(home, "ask", "-", "--base-url", server.base_url, stdin="  \n")
+    assert result.returncode == 1
+    assert "prompt is empty" in one_friendly_line(result.stderr)
+
+
+def test_run_shows_tool_calls_errors_and_the_answer(home: Path, server: OpenAIServer) -> None:
+    server.push(
+        "<tool_call>\n<function=screenshot>\n</function>\n</tool_call>",
+        "I cannot see the screen, but the task is done.",
+    )
+    transcript = home / "run.jsonl"
+    args = ["--tools", "none", "--transcript", str(transcript), "--base-url", server.base_url]
+    result = agentcpm(home, "run", "Look at the screen", *args)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "→ screenshot()" in out
+    assert "✗ screenshot failed" in out  # no such tool here: shown, not fatal
+    assert out.index("→ screenshot()") < out.index("I cannot see the screen, but the task is done.")
+    assert len(server.requests) == 2
+    assert transcript.exists() and transcript.read_text().count("\n") >= 3
+
+
+def test_doctor_reports_a_working_server(home: Path, server: OpenAIServer) -> None:
+    result = agentcpm(home, "doctor", "--base-url", server.base_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"serves {server.model}" in result.stdout
+    assert "display" in result.stdout  # no display here: a warning with the fix, not a failure
+    assert "FAIL" not in result.stdout
+
+
+def test_doctor_fails_with_the_fix_when_nothing_answers(home: Path) -> None:
+    url = closed_port_url()
+    result = agentcpm(home, "doctor", "--base-url", url)
+    assert result.returncode == 1
+    line = next(line for line in result.stdout.splitlines() if line.startswith("FAIL"))
+    assert url in line and "vllm serve" in line and "drop --base-url" in line
+
+
+def test_doctor_checks_a_local_model_folder(home: Path, tiny_model_path: Path) -> None:
+    result = agentcpm(home, "doctor", "--model", str(tiny_model_path))
+    assert result.returncode == 0, result.stdout
+    assert "local folder" in result.stdout and "in-process" in result.stdout
+
+
+@pytest.mark.slow
+def test_ask_the_tiny_model(home: Path, scripted_model_path: Path) -> None:
+    from tiny_model import THINK_ANSWER, THINK_QUESTION, THINK_REASONING
+
+    result = agentcpm(home, "ask", THINK_QUESTION, "--thinking", "--json", "--model", str(scripted_model_path))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["content"] == THINK_ANSWER
+    assert out["reasoning"] == THINK_REASONING
+
+
+@pytest.mark.slow
+def test_missing_model_is_one_line(home: Path) -> None:
+    result = agentcpm(home, "ask", "hi", "--model", str(home / "no-such-model"))
+    assert result.returncode == 1
+    assert "no-such-model" in one_friendly_line(result.stderr)

@@ -1,0 +1,187 @@
+"""The REPL in a real terminal: ``agentcpm chat`` inside tmux, typed at like a person, checked by what the
+screen shows (``tmux capture-pane``). The model is a real local HTTP server replaying scripted answers."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai_server import OpenAIServer, ServerReply
+from test_cli import cli_env
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (Debian package tmux)"),
+]
+
+TOOL_ANSWER = "<tool_call>\n<function=lookup>\n<parameter=word>\nagentcpm\n</parameter>\n</function>\n</tool_call>"
+LONG_ANSWER = "This answer goes on and on. " * 200
+
+
+class Terminal:
+    """One tmux server of our own (its own socket) running one command in a 100x40 window."""
+
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.socket = f"agentcpm-test-{uuid.uuid4().hex[:8]}"
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        line = f"cd {shlex.quote(str(cwd))} && env -i {exports} {shlex.join(command)}"
+        self.tmux("new-session", "-d", "-s", "main", "-x", "100", "-y", "40", line)
+        self.tmux("set-option", "-t", "main", "remain-on-exit", "on")
+
+    def tmux(self, *args: str) -> str:
+        out = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10)
+        return out.stdout
+
+    def type(self, text: str, enter: bool = True) -> None:
+        self.tmux("send-keys", "-t", "main", "-l", text)
+        if enter:
+            self.tmux("send-keys", "-t", "main", "Enter")
+
+    def key(self, name: str) -> None:
+        self.tmux("send-keys", "-t", "main", name)
+
+    def screen(self) -> str:
+        """Everything shown so far, scrollback included, as plain text."""
+        shown = self.tmux("capture-pane", "-p", "-J", "-t", "main", "-S", "-")
+        return "\n".join(line.rstrip() for line in shown.rstrip().splitlines())
+
+    def wait_for(self, text: str, timeout: float = 30.0, after: int = 0) -> str:
+        """Poll the screen until ``text`` appears (past character ``after``); fail with the screen if not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            shown = self.screen()
+            if text in shown[after:]:
+                return shown
+            if time.monotonic() > deadline:
+                pytest.fail(f"{text!r} did not appear within {timeout} s; the screen shows:\n{shown}")
+            time.sleep(0.1)
+
+    def dead(self) -> bool:
+        return self.tmux("display-message", "-p", "-t", "main", "#{pane_dead}").strip() == "1"
+
+    def close(self) -> None:
+        self.tmux("kill-server")
+
+
+@pytest.fixture
+def server() -> Any:
+    with OpenAIServer() as srv:
+        yield srv
+
+
+def start_chat(tmp_path: Path, server: OpenAIServer, *extra: str) -> Terminal:
+    env = cli_env(tmp_path, TERM="xterm-256color", PATH="/usr/bin:/bin")
+    env.pop("NO_COLOR")
+    command = [sys.executable, "-m", "agentcpm", "chat", "--base-url", server.base_url, *extra]
+    return Terminal(command, env, tmp_path)
+
+
+@pytest.fixture
+def terminal(tmp_path: Path, server: OpenAIServer) -> Any:
+    term = start_chat(tmp_path, server, "--tools", "none")
+    yield term
+    term.close()
+
+
+def test_a_whole_session(terminal: Terminal, server: OpenAIServer, tmp_path: Path) -> None:
+    term = terminal
+    term.wait_for("/help lists the commands")
+    term.wait_for("you>")
+
+    term.type("/help")
+    shown = term.wait_for("/exit")
+    for command in ("/image", "/screen", "/tools", "/think", "/reset", "/save", "/load", "/usage"):
+        assert command in shown
+
+    # a question whose answer calls a tool (not available here: shown as a failed call), then answers
+    server.push(TOOL_ANSWER, "The word is **agentcpm**, a CLI.")
+    mark = len(term.screen())
+    term.type("What does the word mean?")
+    shown = term.wait_for("The word is agentcpm, a CLI.", after=mark)
+    assert "→ lookup(word='agentcpm')" in shown
+    assert "✗ lookup failed" in shown
+    assert "**" not in shown[mark:]  # rendered as Markdown
+    assert shown.count("The word is agentcpm, a CLI.") == 1  # the live region left no copies behind
+
+    # Ctrl-C during a long answer stops it and keeps the session
+    server.push(ServerReply(LONG_ANSWER, chunk_size=8, chunk_delay=0.05), "Still here.")
+    mark = len(term.screen())
+    term.type("Tell me a long story.")
+    term.wait_for("goes on and on", after=mark)
+    term.key("C-c")
+    shown = term.wait_for("interrupted", after=mark)
+    story = shown[shown.index("Tell me a long story.", mark) :].splitlines()[1:]
+    partial = " ".join(" ".join(story[: next(i for i, s in enumerate(story) if "interrupted" in s)]).split())
+    assert len(partial) > 20 and LONG_ANSWER.startswith(partial)  # what was written, once, nothing more
+    term.type("Are you there?")
+    term.wait_for("Still here.", after=mark)
+    assert len(server.requests) == 4
+
+    # save, reset, load: the history comes back and is sent with the next question
+    term.type(f"/save {tmp_path / 'session.jsonl'}")
+    term.wait_for("saved")
+    term.type("/reset")
+    term.wait_for("new conversation")
+    term.type(f"/load {tmp_path / 'session.jsonl'}")
+    term.wait_for("loaded")
+    server.push("Yes, I remember.")
+    term.type("Do you remember?")
+    term.wait_for("Yes, I remember.")
+    sent = [m.get("content") for m in server.requests[-1]["messages"]]
+    assert "What does the word mean?" in sent and "Are you there?" in sent
+
+    term.type("/usage")
+    term.wait_for("session:")
+
+    term.type("/exit")
+    deadline = time.monotonic() + 10
+    while not term.dead():
+        assert time.monotonic() < deadline, term.screen()
+        time.sleep(0.1)
+    shown = term.screen()
+    assert "Traceback" not in shown
+    history = (tmp_path / "state" / "agentcpm" / "history").read_text()
+    assert "What does the word mean?" in history and "/exit" in history
+
+
+def test_errors_are_one_line_and_the_session_goes_on(terminal: Terminal, server: OpenAIServer) -> None:
+    term = terminal
+    term.wait_for("you>")
+    term.type("/image nowhere/cat.png")
+    term.wait_for("error: no image at nowhere/cat.png: check the path")
+    term.type("/frobnicate")
+    term.wait_for("unknown command /frobnicate")
+    server.push(ServerReply(status=400, body={"error": {"message": "this request is not acceptable"}}))
+    server.push("Recovered.")
+    term.type("hello?")
+    term.wait_for("this request is not acceptable")
+    term.type("hello again")
+    term.wait_for("Recovered.")
+    term.key("C-d")
+    deadline = time.monotonic() + 10
+    while not term.dead():
+        assert time.monotonic() < deadline, term.screen()
+        time.sleep(0.1)
+    assert "Traceback" not in term.screen()
+
+
+def test_pasted_image_path_is_attached(terminal: Terminal, server: OpenAIServer, tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), "blue").save(tmp_path / "my shot.png")
+    term = terminal
+    term.wait_for("you>")
+    term.type(f"'{tmp_path / 'my shot.png'}'")  # what dragging a file onto a terminal types
+    term.wait_for("attached my shot.png")
+    server.push("A blue rectangle.")
+    term.type("What colour is it?")
+    term.wait_for("A blue rectangle.")
+    content = server.requests[-1]["messages"][-1]["content"]
+    assert [p["type"] for p in content] == ["image_url", "text"]
