@@ -65,7 +65,8 @@ def test_plain_answer_discovers_model_and_dialect() -> None:
         assert (body["max_tokens"], body["temperature"], body["seed"]) == (5, 0.2, 1)
         assert body["stop_token_ids"] == [248044, 248046]
         assert server.log.count(("GET", "/v1/models")) == 1
-        client.chat("again") if server.push("Again.") is None else None
+        server.push("Again.")
+        client.chat("again")
         assert server.log.count(("GET", "/v1/models")) == 1  # discovered once
 
 
