@@ -389,7 +389,7 @@ class _Trimmed:
 
 
 class _Call:
-    __slots__ = ("given", "id", "index", "json_arguments", "json_error", "name", "values")
+    __slots__ = ("given", "id", "index", "json_arguments", "json_error", "name", "stray", "values")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -399,6 +399,7 @@ class _Call:
         self.given: set[str] = set()
         self.json_arguments: dict[str, Any] | None = None
         self.json_error: str | None = None
+        self.stray: list[str] = []
 
 
 class StreamParser:
@@ -679,9 +680,8 @@ class StreamParser:
 
     def _s_body(self, final: bool) -> bool:
         """Between parameters."""
-        buf = self._buf
-        k = _skip_ws(buf, self._pos)
-        self._advance(k)
+        buf, pos = self._buf, self._pos
+        k = _skip_ws(buf, pos)
         if k == len(buf):
             return False
         if buf.startswith(PARAMETER, k):
@@ -698,12 +698,21 @@ class StreamParser:
         elif buf.startswith(PARAMETER_END, k):
             match = _CLOSER_TOKEN.match(buf, k)
             assert match is not None
+            if match.end() == len(buf) and not final:
+                return False
             self._advance(match.end())  # a stray closer
         elif buf[k] == "<" and not final and _is_prefix(buf, k, _BODY_TAGS):
             return False
         else:
+            # Text between parameters: kept in raw; a JSON object there becomes the arguments (see _finish_call).
             end = buf.find("<", k + 1)
-            self._advance(len(buf) if end < 0 else end)  # stray text: kept in the call's raw text only
+            if end < 0:
+                if not final:
+                    return False
+                end = len(buf)
+            assert self._call is not None
+            self._call.stray.append(buf[pos:end])
+            self._advance(end)
         return True
 
     def _s_param(self, final: bool) -> bool:
@@ -872,6 +881,15 @@ class StreamParser:
         call = self._call
         assert call is not None
         errors = [e for e in [_name_error(call.name, self._schemas)] if e]
+        if not call.values and call.stray and call.json_arguments is None:
+            # <function=f>{"a": 1}</function>: the arguments written as a JSON object instead of parameters
+            stray = "".join(call.stray).strip()
+            try:
+                value = _load_structured(stray) if stray[:1] == "{" else None
+            except ValueError:
+                value = None
+            if isinstance(value, dict):
+                call.json_arguments = value
         if call.json_arguments is not None:
             if call.json_error:
                 errors.append(call.json_error)
