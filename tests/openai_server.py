@@ -259,6 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # many clients connecting at once (concurrency tests, benchmarks)
     owner: OpenAIServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -1,0 +1,137 @@
+"""The Client's own cost per request over a bare ``openai`` client, and 200 concurrent calls on one Client.
+
+    python benchmarks/client_bench.py [--calls 500] [--concurrent 200]
+
+1. Per-call overhead: the same local OpenAI-compatible server (tests/openai_server.py, in its own process)
+   answers "Hello!"; ``client.chat("hi")`` and a bare ``openai`` ``chat.completions.create`` call take
+   turns, ``--calls`` times each after a warm-up. Printed: both medians and the difference (target: at
+   most 1 ms added). What the difference buys: messages and options normalised, the dialect's fields,
+   the answer through the tool-call parser, a typed ``Completion``.
+2. Concurrency: ``--concurrent`` ``achat`` calls at once on one Client (the server waits 50 ms per answer so
+   they overlap). Printed: errors, wall time, this process's open sockets before, after, after a second
+   round (a leak would grow it) and after ``aclose`` (back to the start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+
+from agentcpm import Client
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+SERVER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from openai_server import OpenAIServer, ServerReply
+server = OpenAIServer(default=ServerReply("Hello!", delay={delay})).start()
+print(server.base_url, flush=True)
+sys.stdin.read()
+"""
+
+
+def start_server(delay: float) -> tuple[subprocess.Popen[str], str]:
+    code = SERVER.format(tests=str(TESTS), delay=delay)
+    process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip()
+
+
+def stop_server(process: subprocess.Popen[str]) -> None:
+    assert process.stdin is not None
+    process.stdin.close()
+    process.wait(timeout=10)
+
+
+def open_sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+def per_call_overhead(calls: int) -> None:
+    process, url = start_server(0.0)
+    try:
+        bare = openai.OpenAI(base_url=url, api_key="sk-bench", max_retries=0)
+        client = Client(base_url=url, model="openbmb/MiniCPM-V-4.6", dialect="vllm")
+        messages = [{"role": "user", "content": "hi"}]
+
+        def bare_call() -> str | None:
+            return (
+                bare.chat.completions.create(model="openbmb/MiniCPM-V-4.6", messages=messages)
+                .choices[0]
+                .message.content
+            )  # type: ignore[arg-type]
+
+        def client_call() -> str:
+            return client.chat("hi").content
+
+        assert bare_call() == client_call() == "Hello!"
+        for _ in range(50):  # warm-up: connections, caches
+            bare_call(), client_call()
+        bare_times, client_times = [], []
+        for _ in range(calls):  # interleaved, so drift in the machine's load hits both alike
+            start = time.perf_counter()
+            bare_call()
+            bare_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            client_call()
+            client_times.append(time.perf_counter() - start)
+        bare_median, client_median = statistics.median(bare_times), statistics.median(client_times)
+        print(
+            f"per-call, median of {calls} (ms): bare openai {bare_median * 1e3:.3f}, "
+            f"client.chat {client_median * 1e3:.3f}, added {(client_median - bare_median) * 1e3:+.3f} (target <= 1)"
+        )
+        client.close()
+        bare.close()
+    finally:
+        stop_server(process)
+
+
+def concurrency(concurrent: int) -> None:
+    process, url = start_server(0.05)
+
+    async def main() -> None:
+        client = Client(base_url=url, model="openbmb/MiniCPM-V-4.6", dialect="vllm")
+        before = open_sockets()
+        counts = []
+        for _ in range(2):
+            start = time.perf_counter()
+            results = await asyncio.gather(*(client.achat(f"q{i}") for i in range(concurrent)), return_exceptions=True)
+            wall = time.perf_counter() - start
+            errors = [r for r in results if isinstance(r, BaseException)]
+            wrong = sum(1 for r in results if not isinstance(r, BaseException) and r.content != "Hello!")
+            counts.append(open_sockets())
+            print(f"{concurrent} concurrent achat: {len(errors)} errors, {wrong} wrong answers, {wall:.2f} s wall")
+            for error in errors[:3]:
+                print("  error:", repr(error))
+        await client.aclose()
+        print(
+            f"open sockets: before {before}, after round 1 {counts[0]}, after round 2 {counts[1]}, "
+            f"after aclose {open_sockets()}"
+        )
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop_server(process)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--concurrent", type=int, default=200)
+    args = parser.parse_args()
+    per_call_overhead(args.calls)
+    concurrency(args.concurrent)
