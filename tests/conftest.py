@@ -22,20 +22,31 @@ def openai_server() -> Iterator[object]:
 # ---------------------------------------------------------------------------- tiny model (tiny_model.py; local backend)
 
 
+def _one_torch_thread() -> None:
+    # The tiny model's operations are too small to gain from threads, and on a busy 2-core machine a second
+    # torch thread waiting at every barrier makes generation 10-30x slower.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random MiniCPM-V 4.6 checkpoint folder; nothing scripted, so pass ``max_tokens``."""
+    """A tiny random MiniCPM-V 4.6 checkpoint folder; nothing scripted, so pass ``max_tokens``.
+    (Sets torch to one thread for the session: fastest for tiny models.)"""
     from tiny_model import build_tiny_model
 
+    _one_torch_thread()
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
 @pytest.fixture(scope="session")
 def scripted_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny checkpoint scripted with ``tiny_model.TOOL_SCRIPT`` (weather question -> get_weather call,
-    tool result -> final answer, thinking question -> reasoning + answer)."""
+    tool result -> final answer, thinking question -> reasoning + answer). Sets torch to one thread."""
     from tiny_model import TOOL_SCRIPT, build_tiny_model
 
+    _one_torch_thread()
     return build_tiny_model(tmp_path_factory.mktemp("scripted_model"), replies=TOOL_SCRIPT)
 
 

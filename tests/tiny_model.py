@@ -16,10 +16,12 @@ Scripted generation
 -------------------
 ``replies`` maps a *trigger* to a *reply*: when the prompt's last turn ends with the trigger text and is
 followed by the generation prompt (thinking on or off), the model writes exactly the reply, then
-``<|im_end|>`` (finish reason "stop"). Anything else gets random text from the random weights, so always
-pass ``max_tokens`` when nothing is scripted. The script lives in ``generation_config.sequence_bias``
-(large biases keyed on the preceding tokens), so it works through ``generate`` and through servers alike,
-with sampling on or off.
+``<|im_end|>`` (finish reason "stop"). Anything else gets random text from the random weights that never
+stops by itself (the stop tokens are biased away), so pass ``max_tokens`` when nothing is scripted: the
+answer is then exactly ``max_tokens`` tokens long (finish reason "length"). The script lives in
+``generation_config.sequence_bias`` (large biases keyed on the preceding tokens), so it works through
+``generate`` and through servers alike, with sampling on or off. Triggers are matched on tokens, and every
+byte is a token here, so any text works; two triggers where one ends the other conflict.
 
 - A user question: the turn text ends with the trigger, e.g. ``"What is the weather in Paris?"``.
 - A tool result: tool turns render as ``...\\n</tool_response><|im_end|>``, so the trigger
@@ -272,8 +274,9 @@ def build_tokenizer() -> Any:
 
 def script_bias(tokenizer: Any, replies: Mapping[str, str]) -> list[list[Any]]:
     """``generation_config.sequence_bias`` entries (``[[token ids...], bias]``) that make the model write
-    each reply after its trigger (see the module docstring)."""
+    each reply after its trigger and never stop anywhere else (see the module docstring)."""
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    stops = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
     targets: dict[tuple[int, ...], int] = {}
     for trigger, reply in replies.items():
         answer = [*tokenizer.encode(reply, add_special_tokens=False), end]
@@ -287,7 +290,9 @@ def script_bias(tokenizer: Any, replies: Mapping[str, str]) -> list[list[Any]]:
                         "texts; make the triggers or replies more distinct"
                     )
                 context.append(token)
-    return [[[*key, token], SCRIPT_BIAS] for key, token in targets.items()]
+    # Stop tokens always get -SCRIPT_BIAS, so a scripted stop gets twice the bias to come out ahead.
+    scripted = [[[*key, token], SCRIPT_BIAS * (2 if token in stops else 1)] for key, token in targets.items()]
+    return [[[token], -SCRIPT_BIAS] for token in stops] + scripted
 
 
 def build_tiny_model(path: str | Path, *, replies: Mapping[str, str] | None = None, seed: int = 0) -> Path:
@@ -355,7 +360,7 @@ def build_tiny_model(path: str | Path, *, replies: Mapping[str, str] | None = No
         top_k=0,
         top_p=1.0,
         repetition_penalty=1.0,
-        sequence_bias=script_bias(tokenizer, replies) if replies else None,
+        sequence_bias=script_bias(tokenizer, replies or {}),
     )
     model.save_pretrained(path)
     return path
