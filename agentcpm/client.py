@@ -84,7 +84,7 @@ class Client:
             timeout=timeout,
         )
         self.base_url = base_url or os.environ.get("AGENTCPM_BASE_URL") or None
-        self.model = model or os.environ.get("AGENTCPM_MODEL") or None
+        self._model = model or os.environ.get("AGENTCPM_MODEL") or None
         if backend is not None:
             self.backend: Backend = backend
         elif self.base_url:
@@ -93,7 +93,7 @@ class Client:
             key = api_key or os.environ.get("AGENTCPM_API_KEY") or os.environ.get("OPENAI_API_KEY")
             self.backend = RemoteBackend(
                 self.base_url,
-                model=self.model,
+                model=self._model,
                 api_key=key,
                 dialect=dialect,
                 tool_mode=tool_mode,
@@ -103,8 +103,13 @@ class Client:
         else:
             from .backends.local import LocalBackend
 
-            self.model = self.model or DEFAULT_MODEL
-            self.backend = LocalBackend(self.model, device=device, dtype=dtype)
+            self._model = self._model or DEFAULT_MODEL
+            self.backend = LocalBackend(self._model, device=device, dtype=dtype)
+
+    @property
+    def model(self) -> str | None:
+        """The model's name; for a server given none, the one its ``GET /models`` lists (after the first call)."""
+        return self._model or getattr(self.backend, "model", None)
 
     def __repr__(self) -> str:
         where = self.base_url or "in-process"
