@@ -59,6 +59,7 @@ def test_plain_answer_discovers_model_and_dialect() -> None:
         assert isinstance(backend, RemoteBackend)
         assert (backend.model, backend.dialect and backend.dialect.name) == ("openbmb/MiniCPM-V-4.6", "vllm")
         assert completion.content == "Hello!" and completion.finish_reason == "stop"
+        assert client.model == "openbmb/MiniCPM-V-4.6"
         assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
         body = server.requests[0]
         assert body["model"] == "openbmb/MiniCPM-V-4.6" and body["messages"] == [{"role": "user", "content": "hi"}]
