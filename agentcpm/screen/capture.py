@@ -155,11 +155,18 @@ class Screenshot:
         self, max_slice_nums: int | None = None, downsample_mode: _images.DownsampleMode | None = None
     ) -> PILImage.Image:
         """The image at the size MiniCPM-V will use (see :func:`agentcpm.images.model_image_size`), cached."""
+        from PIL import Image
+
         key = ("image", max_slice_nums, downsample_mode)
         if key not in self._cache:
-            self._cache[key] = _images.fit_for_model(self.image, max_slice_nums, downsample_mode)
-        image: PILImage.Image = self._cache[key]
-        return image
+            size = _images.model_image_size(self.image.width, self.image.height, max_slice_nums, downsample_mode)
+            image = self.image
+            if size != image.size:
+                # Hamming: about bilinear's cost (a third less than bicubic), sharper text than bilinear.
+                image = image.resize(size, Image.Resampling.HAMMING, reducing_gap=3.0)
+            self._cache[key] = image
+        cached: PILImage.Image = self._cache[key]
+        return cached
 
     def encode(
         self,
