@@ -422,3 +422,20 @@ def test_stream_body_is_valid_json_for_every_request(openai_server: OpenAIServer
     list(client_for(openai_server).stream([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]))
     assert json.dumps(openai_server.requests[0])  # recorded as parsed JSON
     assert openai_server.requests[0]["stream"] is True
+
+
+def test_images_are_encoded_once_per_conversation(openai_server: OpenAIServer) -> None:
+    from unittest import mock
+
+    from agentcpm import ImagePart
+
+    screenshot = ImagePart(png_bytes((800, 600), "green"))
+    openai_server.push("one", "two")
+    client = client_for(openai_server)
+    history = [Message.user("What is on screen?", images=[screenshot])]
+    with mock.patch.object(ImagePart, "data_url", autospec=True, side_effect=ImagePart.data_url) as encode:
+        history.append(client.chat(history).to_message())
+        client.chat([*history, Message.user("And now?")])
+    assert encode.call_count == 1  # the second request reuses the first encoding
+    first, second = (body["messages"][0]["content"][0]["image_url"]["url"] for body in openai_server.requests)
+    assert first == second and first.startswith("data:image/")

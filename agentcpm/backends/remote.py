@@ -21,6 +21,7 @@ import re
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -124,6 +125,7 @@ class RemoteBackend:
         self._tools_rejected = False  # the server refused native tools: write them into the prompt
         self._server_reasoning = False  # the server separates reasoning itself (reasoning_content)
         self._lock = threading.Lock()
+        self._images = _ImageCache()
         self._sync: openai.OpenAI = self._openai(openai.OpenAI, httpx.Client)
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, asyncio.Lock]]
         self._async = weakref.WeakKeyDictionary()
@@ -230,7 +232,7 @@ class RemoteBackend:
     def _body(self, request: _Request) -> dict[str, Any]:
         dialect = self.dialect or DIALECTS["generic"]
         options, tools = request.options, request.tools
-        messages = move_tool_images(request.messages)
+        messages = self._images.encode(move_tool_images(request.messages), options.max_slice_nums)
         in_prompt = bool(tools) and self._prompt_tools(dialect)
         if in_prompt:
             messages = prompt_mode_messages(messages, tools)
@@ -260,7 +262,7 @@ class RemoteBackend:
                 body["mm_processor_kwargs"] = knobs
         if dialect.stop_token_ids:
             body["stop_token_ids"] = STOP_TOKEN_IDS
-        for name in self._rejected:
+        for name in self._rejected:  # replaced, never changed in place: safe while other threads read it
             body.pop(name, None)
         return body
 
@@ -272,7 +274,7 @@ class RemoteBackend:
         refused = {name for name in OPTIONAL_FIELDS if name in body and name in message}
         if refused:
             log.info("%s refused %s; not sending it again", self.base_url, ", ".join(sorted(refused)))
-            self._rejected |= refused
+            self._rejected = self._rejected | refused
             return True
         if "tools" in body and self.tool_mode == "auto" and "tool" in message:
             log.info("%s refused native tools; writing them into the system prompt", self.base_url)
@@ -759,6 +761,45 @@ def _completion_of(events: list[StreamEvent]) -> Completion:
     last = events[-1]
     assert isinstance(last, Completed)
     return last.completion
+
+
+class _ImageCache:
+    """Data URLs of recently sent images, so a conversation's images are encoded once, not every turn.
+
+    Keyed by the ImagePart object (an agent resends the same parts each step); an entry dies with its part.
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._urls: OrderedDict[tuple[int, int | None], tuple[weakref.ref[ImagePart], str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def url(self, part: ImagePart, max_slice_nums: int | None) -> str:
+        key = (id(part), max_slice_nums)
+        with self._lock:
+            entry = self._urls.get(key)
+            if entry is not None and entry[0]() is part:
+                self._urls.move_to_end(key)
+                return entry[1]
+        url = part.data_url(max_slice_nums=max_slice_nums)
+        with self._lock:
+            self._urls[key] = (weakref.ref(part), url)
+            while len(self._urls) > self.size:
+                self._urls.popitem(last=False)
+        return url
+
+    def encode(self, messages: list[Message], max_slice_nums: int | None) -> list[Message]:
+        """The messages with local images replaced by data URLs (from the cache when sent before)."""
+        out = []
+        for message in messages:
+            if any(_needs_encoding(p) for p in message.content):
+                parts = [
+                    ImagePart(self.url(p, max_slice_nums)) if isinstance(p, ImagePart) and _needs_encoding(p) else p
+                    for p in message.content
+                ]
+                message = message.model_copy(update={"content": parts})
+            out.append(message)
+        return out
 
 
 def _needs_encoding(part: Any) -> bool:
