@@ -1,0 +1,95 @@
+"""The screen examples run as users run them: a subprocess, a real X display, a real OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from xdisplay import BUTTON, TkApp
+
+from agentcpm.screen.actions import gui_available
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def app(xvfb):
+    with TkApp(xvfb.name) as running:
+        yield running
+
+
+def environment(display: str, server) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DISPLAY": display,
+        "AGENTCPM_BASE_URL": server.base_url,
+        "AGENTCPM_MODEL": server.model,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def call(name: str, **arguments: object) -> str:
+    parameters = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in arguments.items())
+    return f"<tool_call>\n<function={name}>\n{parameters}</function>\n</tool_call>"
+
+
+@pytest.mark.skipif(not gui_available(), reason="the gui extra (pynput) is not installed")
+def test_gui_agent_clicks_the_button_after_approval(display, app, openai_server):
+    app.drain()
+    # The button's centre as the model would write it: 0..1000 across the 1920x1080 screenshot.
+    x, y = round((BUTTON[0] + BUTTON[2] / 2) * 1000 / 1920), round((BUTTON[1] + BUTTON[3] / 2) * 1000 / 1080)
+    openai_server.push(call("screenshot"), call("click", x=x, y=y), "I pressed the button.")
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "gui_agent.py"), "Press the button"],
+        env=environment(display, openai_server),
+        input="y\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("I pressed the button.")
+    app.wait_for("clicked")
+    # The model was shown the screenshot, and the screen after the click.
+    images = [
+        part
+        for request in openai_server.requests
+        for message in request["messages"]
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if part.get("type") == "image_url"
+    ]
+    assert len(images) >= 2 and images[0]["image_url"]["url"].startswith("data:image/")
+
+
+def test_watch_build_stops_when_the_build_is_done(display, app, openai_server):
+    openai_server.push("no, still compiling", "yes, 12 tests passed")
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "watch_build.py"), "0.2"],
+        env=environment(display, openai_server),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.strip().endswith("no, still compiling"), first or process.stderr.read()
+        time.sleep(0.6)  # several looks at an unchanged screen: no model calls
+        assert len(openai_server.requests) == 1
+        app.send("rect 900 900 60 60 #123456 0")
+        assert process.stdout.readline().strip().endswith("yes, 12 tests passed")
+        assert process.wait(timeout=30) == 0
+        assert len(openai_server.requests) == 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
