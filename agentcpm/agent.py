@@ -550,6 +550,9 @@ class _Run:
                     decision.result = _error_result(decision.call, "Cancelled by the user before it finished.")
             self._add_results(decisions)
             raise
+        finally:  # also when the consumer of the events stops early: leave no tool running
+            for task in tasks:
+                task.cancel()
         self._add_results(decisions)
 
     def _finished(self, decision: _Decision) -> ToolFinished:
@@ -634,7 +637,8 @@ class _Run:
         timeout = tool.timeout if tool.timeout is not None else self.agent.tool_timeout
         started = time.perf_counter()
         try:
-            value = await asyncio.wait_for(tool.acall(decision.arguments, validate=False), timeout)
+            running = tool.acall(decision.arguments, validate=False)
+            value = await (running if timeout is None else asyncio.wait_for(running, timeout))
             content = to_content(value)
             for part in content:  # a broken image fails here, as this tool's error, not in the next request
                 if isinstance(part, ImagePart) and not part.is_url:

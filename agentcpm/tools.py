@@ -27,6 +27,7 @@ import enum
 import functools
 import inspect
 import json
+import queue
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -552,12 +553,38 @@ async def _await(value: Any) -> Any:
     return await value
 
 
-def run_in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-    """Run ``fn(*args)`` in a new daemon thread; the returned future resolves on the running loop.
+class _DaemonThreads:
+    """Worker threads for sync tools: daemon threads (unlike ``asyncio.to_thread``'s pool), so a tool that
+    hangs past its timeout, or runs when the user presses Ctrl-C, never keeps the process alive. Idle
+    workers are reused (starting a thread costs about a millisecond); a job that finds none starts one,
+    so every call runs at once however many are in flight."""
 
-    Daemon threads, unlike ``asyncio.to_thread``'s pool, never keep the process alive: a sync tool that
-    hangs past its timeout, or that was running when the user pressed Ctrl-C, is abandoned, not awaited.
-    """
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1
+        if start:
+            threading.Thread(target=self._work, name="agentcpm-tool", daemon=True).start()
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            self._jobs.get()()
+            with self._lock:
+                self._idle += 1
+
+
+_threads = _DaemonThreads()
+
+
+def run_in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """Run ``fn(*args)`` in a daemon worker thread; the returned future resolves on the running loop."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
     context = contextvars.copy_context()
@@ -570,7 +597,7 @@ def run_in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         else:
             future.set_result(value)
 
-    def target() -> None:
+    def job() -> None:
         try:
             value, error = context.run(fn, *args), None
         except BaseException as exc:
@@ -578,7 +605,7 @@ def run_in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             loop.call_soon_threadsafe(settle, value, error)
 
-    threading.Thread(target=target, name=f"agentcpm-tool-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    _threads.submit(job)
     return future
 
 

@@ -1,0 +1,242 @@
+"""The agent loop's own cost per step, and the same 10-step tool loop in other agent frameworks.
+
+    python benchmarks/agent_bench.py [--runs 30]
+
+1. ScriptedBackend, model excluded: a 10-step run (9 tool calls, then an answer) whose replies are ready
+   ``Completion`` objects, so what is timed is the loop (validation, tool dispatch, messages, events,
+   the image policy) plus the Client. Also with raw model text (adds the parser) and with async tools.
+2. One local OpenAI-compatible HTTP server (tests/openai_server.py, structured ``tool_calls`` replies) and
+   the same 10-step loop in agentcpm, the OpenAI Agents SDK and pydantic-ai, when they are installed;
+   a raw ``openai`` client making the same 10 requests is the baseline, so "loop overhead" is a
+   framework's time per step minus the baseline's.
+
+The frameworks are not agentcpm dependencies; install them in a separate environment for this script:
+``python -m venv --system-site-packages /tmp/bench && /tmp/bench/bin/pip install openai-agents
+"pydantic-ai-slim[openai]"`` and run it with ``/tmp/bench/bin/python``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from agentcpm import Agent, Client, Completion, ScriptedBackend, ToolCall, tool
+
+STEPS = 10
+QUESTION = "Add 1 to each number from 0 to 8, one call at a time, then tell me you are done."
+ANSWER = "Done."
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers.
+
+    Args:
+        a: The first number.
+        b: The second number.
+    """
+    return a + b
+
+
+async def add_async(a: int, b: int) -> int:
+    """Add two numbers.
+
+    Args:
+        a: The first number.
+        b: The second number.
+    """
+    return a + b
+
+
+def markup(i: int) -> str:
+    return (
+        f"<tool_call>\n<function=add>\n<parameter=a>\n{i}\n</parameter>\n<parameter=b>\n1\n</parameter>\n"
+        "</function>\n</tool_call>"
+    )
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+# ---------------------------------------------------------------------------- 1. ScriptedBackend
+
+
+def scripted_run(kind: str) -> tuple[float, float]:
+    """One 10-step run; returns (wall seconds, CPU seconds of the whole process) per step."""
+    if kind == "text":
+        script: list[Any] = [markup(i) for i in range(STEPS - 1)] + [ANSWER]
+    else:
+        script = [
+            Completion(tool_calls=[ToolCall(name="add", arguments={"a": i, "b": 1})], finish_reason="tool_calls")
+            for i in range(STEPS - 1)
+        ] + [Completion(content=ANSWER, finish_reason="stop")]
+    fn = add_async if kind == "async tools" else add
+    agent = Agent(Client(backend=ScriptedBackend(script)), tools=[tool(fn, name="add")])
+    started, cpu = time.perf_counter(), time.process_time()
+    result = asyncio.run(agent.arun(QUESTION)) if kind == "arun" else agent.run(QUESTION)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    assert result.output == ANSWER and len(result.steps) == STEPS, result
+    return elapsed / STEPS, cpu / STEPS
+
+
+def bench_scripted(runs: int) -> None:
+    print(f"## ScriptedBackend, {STEPS}-step run, median of {runs} runs (ms per step)")
+    print("| variant | wall ms/step | CPU ms/step |")
+    print("|---|---:|---:|")
+    for kind, label in [
+        ("completion", "run(), ready Completions, sync tool (the loop's own cost)"),
+        ("arun", "arun(), ready Completions, sync tool"),
+        ("async tools", "run(), ready Completions, async tool"),
+        ("text", "run(), raw model text (adds the parser), sync tool"),
+    ]:
+        scripted_run(kind)  # warm up
+        samples = [scripted_run(kind) for _ in range(runs)]
+        wall, cpu = median_ms([w for w, _ in samples]), median_ms([c for _, c in samples])
+        print(f"| {label} | {wall:.3f} | {cpu:.3f} |")
+    print()
+
+
+# ---------------------------------------------------------------------------- 2. frameworks over HTTP
+
+
+def structured_replies() -> list[Any]:
+    from openai_server import ServerReply
+
+    return [
+        ServerReply(tool_calls=[{"name": "add", "arguments": {"a": i, "b": 1}}], chunk_size=64)
+        for i in range(STEPS - 1)
+    ] + [ServerReply(ANSWER, chunk_size=64)]
+
+
+async def raw_openai(base_url: str, model: str) -> None:
+    """The baseline: the same 10 requests with the bare openai client (the tool run inline)."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused")
+    schema = tool(add).to_openai()
+    messages: list[dict[str, Any]] = [{"role": "user", "content": QUESTION}]
+    try:
+        for _ in range(STEPS):
+            response = await client.chat.completions.create(model=model, messages=messages, tools=[schema])  # type: ignore[arg-type]
+            message = response.choices[0].message
+            if not message.tool_calls:
+                return
+            messages.append(message.model_dump(exclude_none=True))
+            for call in message.tool_calls:
+                arguments = json.loads(call.function.arguments)
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": str(add(**arguments))})
+    finally:
+        await client.close()
+
+
+async def agentcpm_http(base_url: str, model: str) -> None:
+    async with Client(base_url=base_url, model=model) as client:
+        result = await Agent(client, tools=[add]).arun(QUESTION)
+    assert result.output == ANSWER and len(result.steps) == STEPS
+
+
+async def openai_agents_sdk(base_url: str, model: str) -> None:
+    import openai
+    from agents import Agent as SdkAgent
+    from agents import OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused")
+    agent = SdkAgent(
+        name="bench",
+        instructions=None,
+        tools=[function_tool(add)],
+        model=OpenAIChatCompletionsModel(model=model, openai_client=client),
+    )
+    result = await Runner.run(agent, QUESTION, max_turns=STEPS + 5)
+    await client.close()
+    assert result.final_output == ANSWER, result.final_output
+
+
+async def pydantic_ai(base_url: str, model: str) -> None:
+    from pydantic_ai import Agent as PydanticAgent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    agent = PydanticAgent(OpenAIChatModel(model, provider=OpenAIProvider(base_url=base_url, api_key="unused")))
+    agent.tool_plain(add)
+    result = await agent.run(QUESTION)
+    assert result.output == ANSWER, result.output
+
+
+def timed_http_run(server: Any, runner: Callable[[str, str], Any]) -> tuple[float, float]:
+    """(wall, CPU) seconds per step; the CPU time includes the server, which runs in this process."""
+    server.push(*structured_replies())
+    before = len(server.requests)
+    started, cpu = time.perf_counter(), time.process_time()
+    asyncio.run(runner(server.base_url, server.model))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    assert len(server.requests) - before == STEPS, "a framework made an unexpected number of requests"
+    return elapsed / STEPS, cpu / STEPS
+
+
+def bench_http(runs: int) -> None:
+    from openai_server import OpenAIServer
+
+    candidates: list[tuple[str, Callable[[str, str], Any], str | None]] = [
+        ("raw openai client (baseline: HTTP + server)", raw_openai, None),
+        ("agentcpm Agent.arun (streams SSE)", agentcpm_http, None),
+        ("OpenAI Agents SDK Runner.run", openai_agents_sdk, "agents"),
+        ("pydantic-ai Agent.run", pydantic_ai, "pydantic_ai"),
+    ]
+    print(f"## The same {STEPS}-step tool loop against one local HTTP server, median of {runs} runs")
+    print("| framework | version | wall ms/step | CPU ms/step | CPU overhead ms/step | overhead vs agentcpm |")
+    print("|---|---|---:|---:|---:|---:|")
+    rows: list[tuple[str, str, float, float]] = []
+    with OpenAIServer() as server:
+        for label, runner, module in candidates:
+            version = "-"
+            if module is not None:
+                try:
+                    imported = __import__(module)
+                except ImportError:
+                    print(f"| {label} | not installed | | | |")
+                    continue
+                version = getattr(imported, "__version__", "?")
+                if module == "agents":
+                    from importlib.metadata import version as dist_version
+
+                    version = dist_version("openai-agents")
+            try:
+                timed_http_run(server, runner)  # warm up: imports, connections
+                samples = [timed_http_run(server, runner) for _ in range(runs)]
+            except Exception as exc:  # a framework version with another API: report it, do not stop
+                print(f"| {label} | {version} | failed: {type(exc).__name__}: {exc} | | | |")
+                continue
+            rows.append((label, version, median_ms([w for w, _ in samples]), median_ms([c for _, c in samples])))
+    # Wall time on a shared machine is noisy and includes TCP stalls that differ per HTTP pattern; the
+    # process CPU time (client + server, same server work for all) minus the baseline's is each loop's cost.
+    baseline = rows[0][3]
+    ours = next((cpu - baseline for label, _, _, cpu in rows if label.startswith("agentcpm")), None)
+    for label, version, wall, cpu in rows:
+        overhead = cpu - baseline
+        ratio = f"{overhead / ours:.1f}x" if ours and ours > 0 and overhead > 0 else "-"
+        print(f"| {label} | {version} | {wall:.2f} | {cpu:.2f} | {overhead:.2f} | {ratio} |")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    print(f"Python {sys.version.split()[0]}\n")
+    bench_scripted(args.runs)
+    bench_http(max(5, args.runs // 3))
+
+
+if __name__ == "__main__":
+    main()
