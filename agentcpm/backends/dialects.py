@@ -101,7 +101,7 @@ def tools_system_prompt(tools: list[dict[str, Any]], system: str = "") -> str:
     For servers whose template has no tool section (Ollama's Modelfile): the model then sees exactly
     what it was trained on.
 
-    >>> tools_system_prompt([{"type": "function", "function": {"name": "f"}}]).splitlines()[4]
+    >>> tools_system_prompt([{"type": "function", "function": {"name": "f"}}]).splitlines()[5]
     '{"type": "function", "function": {"name": "f"}}'
     """
     schemas = "".join("\n" + json.dumps(tool, ensure_ascii=False) for tool in tools)
