@@ -173,3 +173,20 @@ def test_fit_for_model_resizes_once_and_never_upscales():
 def test_bad_sizes_raise_a_typed_error():
     with pytest.raises(ImageError):
         estimate_image_tokens(0, 100)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_exact_count_through_the_tiny_models_full_processor(tiny_processor, mode):
+    """The whole MiniCPMV4_6Processor (tokenizer included), as the local backend loads it: count the
+    ``<|image_pad|>`` ids in the prompt it builds around one image."""
+    image_token_id = tiny_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    for width, height, slices in [(640, 480, 9), (1920, 1080, 36), (1000, 30, 9), (1366, 768, 4)]:
+        inputs = tiny_processor(
+            text=["Describe <|image_pad|> please."],
+            images=[Image.new("RGB", (width, height), "white")],
+            max_slice_nums=slices,
+            downsample_mode=mode,
+            return_tensors=None,
+        )
+        counted = list(inputs["input_ids"][0]).count(image_token_id)
+        assert counted == estimate_image_tokens(width, height, slices, mode), (width, height, slices, mode)
