@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -108,13 +109,22 @@ def bench_scripted(runs: int) -> None:
 # ---------------------------------------------------------------------------- 2. frameworks over HTTP
 
 
-def structured_replies() -> list[Any]:
-    from openai_server import ServerReply
+SERVER = """
+import sys
+sys.path.insert(0, {tests!r})
+from openai_server import OpenAIServer, ServerReply
 
-    return [
-        ServerReply(tool_calls=[{"name": "add", "arguments": {"a": i, "b": 1}}], chunk_size=64)
-        for i in range(STEPS - 1)
-    ] + [ServerReply(ANSWER, chunk_size=64)]
+def reply(body):
+    # Call add(a=n, b=1) while fewer than STEPS - 1 results came back, then answer.
+    done = sum(1 for m in body["messages"] if m.get("role") == "tool")
+    if done < {steps} - 1:
+        return ServerReply(tool_calls=[{{"name": "add", "arguments": {{"a": done, "b": 1}}}}], chunk_size=64)
+    return ServerReply({answer!r}, chunk_size=64)
+
+server = OpenAIServer(default=reply).start()
+print(server.base_url, server.model, flush=True)
+sys.stdin.read()
+"""
 
 
 async def raw_openai(base_url: str, model: str) -> None:
@@ -173,59 +183,59 @@ async def pydantic_ai(base_url: str, model: str) -> None:
     assert result.output == ANSWER, result.output
 
 
-def timed_http_run(server: Any, runner: Callable[[str, str], Any]) -> tuple[float, float]:
-    """(wall, CPU) seconds per step; the CPU time includes the server, which runs in this process."""
-    server.push(*structured_replies())
-    before = len(server.requests)
+def timed_http_run(base_url: str, model: str, runner: Callable[[str, str], Any]) -> tuple[float, float]:
+    """(wall, CPU) seconds per step; the server runs in another process, so the CPU time is the client's."""
     started, cpu = time.perf_counter(), time.process_time()
-    asyncio.run(runner(server.base_url, server.model))
+    asyncio.run(runner(base_url, model))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    assert len(server.requests) - before == STEPS, "a framework made an unexpected number of requests"
     return elapsed / STEPS, cpu / STEPS
 
 
 def bench_http(runs: int) -> None:
-    from openai_server import OpenAIServer
-
+    tests = Path(__file__).resolve().parent.parent / "tests"
+    code = SERVER.format(tests=str(tests), steps=STEPS, answer=ANSWER)
+    server = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert server.stdin is not None and server.stdout is not None
+    base_url, model = server.stdout.readline().split()
     candidates: list[tuple[str, Callable[[str, str], Any], str | None]] = [
-        ("raw openai client (baseline: HTTP + server)", raw_openai, None),
+        ("raw openai client (baseline: HTTP + JSON)", raw_openai, None),
         ("agentcpm Agent.arun (streams SSE)", agentcpm_http, None),
         ("OpenAI Agents SDK Runner.run", openai_agents_sdk, "agents"),
         ("pydantic-ai Agent.run", pydantic_ai, "pydantic_ai"),
     ]
     print(f"## The same {STEPS}-step tool loop against one local HTTP server, median of {runs} runs")
-    print("| framework | version | wall ms/step | CPU ms/step | CPU overhead ms/step | overhead vs agentcpm |")
+    print("| framework | version | wall ms/step | client CPU ms/step | CPU over baseline | CPU vs agentcpm |")
     print("|---|---|---:|---:|---:|---:|")
     rows: list[tuple[str, str, float, float]] = []
-    with OpenAIServer() as server:
+    try:
         for label, runner, module in candidates:
             version = "-"
             if module is not None:
                 try:
-                    imported = __import__(module)
+                    __import__(module)
                 except ImportError:
-                    print(f"| {label} | not installed | | | |")
+                    print(f"| {label} | not installed | | | | |")
                     continue
-                version = getattr(imported, "__version__", "?")
-                if module == "agents":
-                    from importlib.metadata import version as dist_version
+                from importlib.metadata import version as dist_version
 
-                    version = dist_version("openai-agents")
+                version = dist_version({"agents": "openai-agents", "pydantic_ai": "pydantic-ai-slim"}[module])
             try:
-                timed_http_run(server, runner)  # warm up: imports, connections
-                samples = [timed_http_run(server, runner) for _ in range(runs)]
+                timed_http_run(base_url, model, runner)  # warm up: imports, connections
+                samples = [timed_http_run(base_url, model, runner) for _ in range(runs)]
             except Exception as exc:  # a framework version with another API: report it, do not stop
                 print(f"| {label} | {version} | failed: {type(exc).__name__}: {exc} | | | |")
                 continue
             rows.append((label, version, median_ms([w for w, _ in samples]), median_ms([c for _, c in samples])))
-    # Wall time on a shared machine is noisy and includes TCP stalls that differ per HTTP pattern; the
-    # process CPU time (client + server, same server work for all) minus the baseline's is each loop's cost.
+    finally:
+        server.stdin.close()
+        server.wait(10)
+    # Wall time on a shared machine is noisy; the client process's CPU time minus the bare client's is what
+    # each framework's loop costs per step.
     baseline = rows[0][3]
-    ours = next((cpu - baseline for label, _, _, cpu in rows if label.startswith("agentcpm")), None)
+    ours = next((cpu for label, _, _, cpu in rows if label.startswith("agentcpm")), None)
     for label, version, wall, cpu in rows:
-        overhead = cpu - baseline
-        ratio = f"{overhead / ours:.1f}x" if ours and ours > 0 and overhead > 0 else "-"
-        print(f"| {label} | {version} | {wall:.2f} | {cpu:.2f} | {overhead:.2f} | {ratio} |")
+        ratio = f"{cpu / ours:.2f}x" if ours else "-"
+        print(f"| {label} | {version} | {wall:.2f} | {cpu:.2f} | {cpu - baseline:+.2f} | {ratio} |")
     print()
 
 
