@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,22 @@ def test_approval_ask_prompts_in_the_terminal(tmp_path, answer, expected):
     assert process.returncode == 0, err
     assert "Allow transfer(" in out and "[y/N]" in out
     assert expected in out.splitlines()[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("example", "expected"),
+    [
+        ("weather_agent.py", "Paris is sunny at 21 °C"),
+        ("image_tool_agent.py", "centre has the colour (255, 0, 0)"),
+    ],
+)
+def test_examples_run_without_a_model(tmp_path, example, expected):
+    script = Path(__file__).resolve().parent.parent / "examples" / example
+    transcript = tmp_path / "run.jsonl"
+    out = subprocess.run(
+        [sys.executable, str(script), "--transcript", str(transcript)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert expected in out.stdout
+    assert transcript.is_file()
