@@ -213,3 +213,59 @@ def test_missing_model_is_one_line(home: Path) -> None:
     result = agentcpm(home, "ask", "hi", "--model", str(home / "no-such-model"))
     assert result.returncode == 1
     assert "no-such-model" in one_friendly_line(result.stderr)
+
+
+# ---------------------------------------------------------------------------- on a real display (Xvfb)
+
+
+def test_ask_with_a_screenshot(home: Path, server: OpenAIServer, xvfb: Any) -> None:
+    server.push("A white screen.")
+    result = agentcpm(home, "ask", "What is on screen?", "--screen", "--base-url", server.base_url, DISPLAY=xvfb.name)
+    assert result.returncode == 0, result.stderr
+    content = server.requests[0]["messages"][-1]["content"]
+    assert [p["type"] for p in content] == ["image_url", "text"]
+    assert content[0]["image_url"]["url"].startswith("data:image/")
+
+
+def test_screenshot_without_a_display_is_one_line(home: Path, server: OpenAIServer) -> None:
+    result = agentcpm(home, "ask", "What is on screen?", "--screen", "--base-url", server.base_url)
+    assert result.returncode == 1
+    assert "display" in one_friendly_line(result.stderr).lower()
+
+
+@pytest.mark.slow
+def test_watch_exits_0_when_the_answer_holds(home: Path, server: OpenAIServer, xvfb: Any) -> None:
+    from xdisplay import TkApp
+
+    server.push("No, still building.", "Yes, the build is done.")
+    args = ["--every", "0.3", "--until", "done", "--timeout", "60", "--base-url", server.base_url]
+    with TkApp(xvfb.name) as app:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agentcpm", "watch", "Has the build finished?", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=home,
+            env=cli_env(home, DISPLAY=xvfb.name),
+        )
+        try:
+            assert process.stdout is not None
+            first = process.stdout.readline()
+            app.send("rect 800 300 300 200 blue 0")  # the screen changes: the model is asked again
+            rest, errors = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    assert process.returncode == 0, errors
+    lines = (first + rest).splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == ["No, still building.", "Yes, the build is done."]
+    assert all(line.startswith("[") and line[9] == "]" for line in lines)  # [HH:MM:SS]
+    assert len(server.requests) == 2
+
+
+def test_watch_exits_1_on_timeout(home: Path, server: OpenAIServer, xvfb: Any) -> None:
+    server.push("No.")
+    args = ["--every", "0.3", "--until", "yes", "--timeout", "1.5", "--base-url", server.base_url]
+    result = agentcpm(home, "watch", "Is a dialog open?", *args, DISPLAY=xvfb.name)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.endswith("] No.\n")
+    assert "timed out after 1.5 s" in result.stderr

@@ -69,8 +69,8 @@ def test_tool_results_and_errors_show_with_durations() -> None:
     ok = ToolFinished(call, ToolResult(call_id=call.id, name="lookup", content="a letter"), None, 0.25)
     failed = ToolFinished(call, None, "ValueError: no such word", 0.01)
     shown = render([ok, failed])
-    assert "← lookup: a letter  (0.25 s)" in shown
-    assert "✗ lookup failed: ValueError: no such word  (0.01 s)" in shown
+    assert "← lookup (0.25 s): a letter" in shown
+    assert "✗ lookup failed (0.01 s): ValueError: no such word" in shown
 
 
 def test_result_text_and_images_are_summarised() -> None:

@@ -3,6 +3,7 @@ screen shows (``tmux capture-pane``). The model is a real local HTTP server repl
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -76,8 +77,8 @@ def server() -> Any:
         yield srv
 
 
-def start_chat(tmp_path: Path, server: OpenAIServer, *extra: str) -> Terminal:
-    env = cli_env(tmp_path, TERM="xterm-256color", PATH="/usr/bin:/bin")
+def start_chat(tmp_path: Path, server: OpenAIServer, *extra: str, **env_extra: str) -> Terminal:
+    env = cli_env(tmp_path, TERM="xterm-256color", PATH="/usr/bin:/bin", **env_extra)
     env.pop("NO_COLOR")
     command = [sys.executable, "-m", "agentcpm", "chat", "--base-url", server.base_url, *extra]
     return Terminal(command, env, tmp_path)
@@ -185,3 +186,31 @@ def test_pasted_image_path_is_attached(terminal: Terminal, server: OpenAIServer,
     term.wait_for("A blue rectangle.")
     content = server.requests[-1]["messages"][-1]["content"]
     assert [p["type"] for p in content] == ["image_url", "text"]
+
+
+def test_screen_tools_and_approval_on_a_display(tmp_path: Path, server: OpenAIServer, xvfb: Any) -> None:
+    term = start_chat(tmp_path, server, "--tools", "screen,gui", DISPLAY=xvfb.name)
+    try:
+        term.wait_for("you>")
+        mark = len(term.screen())
+        term.type("/tools")
+        shown = term.wait_for("(asks first)", after=mark)[mark:]
+        assert "screenshot" in shown and "Click at a point" in shown
+
+        server.push("<tool_call>\n<function=list_monitors>\n</function>\n</tool_call>", "One screen, 1920x1080.")
+        term.type("How many screens are there?")
+        shown = term.wait_for("One screen, 1920x1080.")
+        assert "→ list_monitors()" in shown
+        assert re.search(r"← list_monitors \(\d+\.\d\d s\): .*1920x1080", shown)
+        assert "1920" in server.requests[1]["messages"][-1]["content"]  # the tool result went back
+
+        click = "<tool_call>\n<function=click>\n<parameter=x>\n500\n</parameter>\n<parameter=y>\n500\n</parameter>\n"
+        server.push(click + "</function>\n</tool_call>", "I was not allowed to click.")
+        term.type("Click the middle of the screen.")
+        term.wait_for("allow click(x=500, y=500)? [y/n/always]")
+        term.type("n")
+        shown = term.wait_for("I was not allowed to click.")
+        assert "✗ click failed" in shown
+        assert "Traceback" not in shown
+    finally:
+        term.close()

@@ -10,6 +10,7 @@ import platform
 from importlib import metadata
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..client import DEFAULT_MODEL
 
@@ -32,14 +33,16 @@ class Report:
         self.failed = False
 
     def ok(self, what: str, detail: str) -> None:
-        self.console.print(f"[green]ok[/]    {what}: {detail}", highlight=False, soft_wrap=True)
+        self.console.print(f"[green]ok[/]    {what}: {escape(detail)}", highlight=False, soft_wrap=True)
 
     def warn(self, what: str, detail: str, fix: str) -> None:
-        self.console.print(f"[yellow]warn[/]  {what}: {detail} -> {fix}", highlight=False, soft_wrap=True)
+        self.console.print(
+            f"[yellow]warn[/]  {what}: {escape(detail)} -> {escape(fix)}", highlight=False, soft_wrap=True
+        )
 
     def fail(self, what: str, detail: str, fix: str) -> None:
         self.failed = True
-        self.console.print(f"[red]FAIL[/]  {what}: {detail} -> {fix}", highlight=False, soft_wrap=True)
+        self.console.print(f"[red]FAIL[/]  {what}: {escape(detail)} -> {escape(fix)}", highlight=False, soft_wrap=True)
 
 
 def installed(package: str) -> str | None:

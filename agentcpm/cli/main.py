@@ -224,6 +224,8 @@ def approval_prompt(console: Any, view: Callable[[], Any]) -> Callable[[ToolCall
     It is async so the agent calls it on the main thread, where Ctrl-C and the terminal are."""
     from contextlib import nullcontext
 
+    from rich.markup import escape
+
     from .render import format_call
 
     always: set[str] = set()
@@ -235,7 +237,7 @@ def approval_prompt(console: Any, view: Callable[[], Any]) -> Callable[[ToolCall
         with current.paused() if current is not None else nullcontext():
             while True:
                 try:
-                    answer = console.input(f"[bold yellow]allow {format_call(call)}?[/] [y/n/always] ")
+                    answer = console.input(f"[bold yellow]allow {escape(format_call(call))}?[/] \\[y/n/always] ")
                 except EOFError:
                     return False
                 answer = answer.strip().lower()

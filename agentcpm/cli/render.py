@@ -261,14 +261,14 @@ class TurnView:
     def _show_tool_result(self, event: Any) -> None:
         call: ToolCall = event.call
         took = getattr(event, "duration", None)
-        timing = f"  ({took:.2f} s)" if isinstance(took, (int, float)) else ""
+        timing = f" ({took:.2f} s)" if isinstance(took, (int, float)) else ""
         error = getattr(event, "error", None)
         result = getattr(event, "result", None)
         if error or getattr(result, "is_error", False):
             message = error if isinstance(error, str) and error else describe_result(result)
-            self.note(f"✗ {call.name} failed: {preview(message)}{timing}", style="red")
+            self.note(f"✗ {call.name} failed{timing}: {preview(message)}", style="red")
             return
-        self.note(f"← {call.name}: {preview(describe_result(result))}{timing}", style="green")
+        self.note(f"← {call.name}{timing}: {preview(describe_result(result))}", style="green")
 
 
 def play(view: TurnView, events: Iterable[Any]) -> Any:

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..types import ImagePart, Message, Usage
 from .main import approval_prompt, build_tools, friendly_error, image_source, load_images, make_client, screenshot
-from .render import TurnView, format_usage, play
+from .render import TurnView, format_usage, play, preview
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -113,7 +115,8 @@ class Repl:
         self.agent = Agent(self.client, tools=self.tools, approval=approval)
         where = self.client.base_url or "in-process"
         tools = ", ".join(t.name for t in self.tools) or "none"
-        self.console.print(f"[bold]agentcpm[/] · {self.client.model or 'model'} ({where}) · tools: {tools}")
+        banner = f" · {self.client.model or 'model'} ({where}) · tools: {tools}"
+        self.console.print(Text.assemble(("agentcpm", "bold"), banner))
         self.console.print("[dim]/help lists the commands · Ctrl-C stops an answer · Ctrl-D leaves[/]")
 
     def run(self) -> int:
@@ -188,7 +191,7 @@ class Repl:
                 self.pending += load_images(paths)
                 if not text:
                     names = ", ".join(os.path.basename(p) for p in paths)
-                    self.console.print(f"[dim]attached {names}; now ask about it[/]")
+                    self.say(f"attached {names}; now ask about it")
                     return True
         except Exception as exc:
             self._error(exc)
@@ -218,18 +221,20 @@ class Repl:
             self.turn_usage = view.usage
             self.total_usage = self.total_usage + view.usage
 
+    def say(self, text: str, style: str = "dim") -> None:
+        """One line of plain text (no markup: paths and model text are shown as they are)."""
+        self.console.print(Text(text, style=style), soft_wrap=True)
+
     def _error(self, exc: BaseException) -> None:
         if getattr(self.args, "verbose", False):
             self.console.print_exception()
-        self.console.print(friendly_error(exc), style="red", markup=False, soft_wrap=True)
+        self.say(friendly_error(exc), style="red")
 
     # slash commands ----------------------------------------------------------------------------------
     def command(self, name: str, argument: str) -> bool:
         handler = getattr(self, "cmd_" + name.lstrip("/"), None) if name in COMMANDS else None
         if handler is None:
-            self.console.print(
-                f"unknown command {name}: /help lists the commands", style="red", markup=False, soft_wrap=True
-            )
+            self.say(f"unknown command {name}: /help lists the commands", style="red")
             return True
         try:
             return handler(argument) is not False
@@ -249,11 +254,11 @@ class Repl:
 
     def cmd_image(self, argument: str) -> None:
         if not argument:
-            self.console.print("usage: /image PATH|URL", style="red")
+            self.say("usage: /image PATH|URL", style="red")
             return
         sources = [image_source(t) for t in shlex.split(argument)] if argument[0] in "'\"" else [argument]
         self.pending += load_images(sources)
-        self.console.print(f"[dim]attached {', '.join(sources)}; now ask about it[/]")
+        self.say(f"attached {', '.join(sources)}; now ask about it")
 
     def cmd_screen(self, argument: str) -> None:
         monitor = int(argument) if argument else 1
@@ -261,51 +266,51 @@ class Repl:
             shot = screenshot(self.args, monitor)
         self.pending.append(shot)
         width, height = shot.open().size
-        self.console.print(f"[dim]attached a screenshot of monitor {monitor} ({width}x{height}); now ask about it[/]")
+        self.say(f"attached a screenshot of monitor {monitor} ({width}x{height}); now ask about it")
 
     def cmd_tools(self, _: str) -> None:
         if not self.tools:
-            self.console.print("no tools (the screen tools need a display)", style="dim")
+            self.say("no tools (the screen tools need a display)")
             return
         table = Table(show_header=False, box=None, padding=(0, 2))
         for tool in self.tools:
             note = " [yellow](asks first)[/]" if getattr(tool, "requires_approval", False) else ""
-            table.add_row(f"[bold]{tool.name}[/]", (tool.description or "").strip().split("\n")[0] + note)
+            table.add_row(f"[bold]{tool.name}[/]", escape((tool.description or "").strip().split("\n")[0]) + note)
         self.console.print(table)
 
     def cmd_think(self, _: str) -> None:
         thinking = not self.client.defaults.thinking
         self.client.defaults = self.client.defaults.merged(thinking=thinking)
-        self.console.print(f"[dim]reasoning {'on' if thinking else 'off'}[/]")
+        self.say(f"reasoning {'on' if thinking else 'off'}")
 
     def cmd_reset(self, _: str) -> None:
         self.messages, self.pending = [], []
         self.turn_usage, self.total_usage = Usage(), Usage()
-        self.console.print("[dim]new conversation[/]")
+        self.say("new conversation")
 
     def cmd_usage(self, _: str) -> None:
-        self.console.print(format_usage(self.turn_usage, "last turn"), markup=False)
-        self.console.print(format_usage(self.total_usage, "session"), markup=False)
+        self.say(format_usage(self.turn_usage, "last turn"), style="")
+        self.say(format_usage(self.total_usage, "session"), style="")
 
     def cmd_save(self, argument: str) -> None:
         from ..transcript import save_messages
 
         if not argument:
-            self.console.print("usage: /save FILE", style="red")
+            self.say("usage: /save FILE", style="red")
             return
         path = Path(image_source(argument))
         save_messages(path, self.messages)
-        self.console.print(f"[dim]saved {len(self.messages)} messages to {path}[/]")
+        self.say(f"saved {len(self.messages)} messages to {path}")
 
     def cmd_load(self, argument: str) -> None:
         from ..transcript import load_messages
 
         if not argument:
-            self.console.print("usage: /load FILE", style="red")
+            self.say("usage: /load FILE", style="red")
             return
         path = Path(image_source(argument))
         self.messages = list(load_messages(path))
-        self.console.print(f"[dim]loaded {len(self.messages)} messages from {path}[/]")
+        self.say(f"loaded {len(self.messages)} messages from {path}")
         for message in self.messages[-2:]:
             if message.role in ("user", "assistant") and message.text:
-                self.console.print(f"[bold]{message.role}:[/] {message.text[:200]}", highlight=False)
+                self.console.print(Text.assemble((f"{message.role}: ", "bold"), preview(message.text)))
