@@ -31,6 +31,8 @@ class GenerationOptions:
     max_slice_nums: int | None = None
     use_image_id: bool | None = None
     timeout: float | None = None  # seconds for the whole request
+    max_num_frames: int | None = None  # video: frames sampled (model default 128)
+    stack_frames: int | None = None  # video: frames stacked per image (1; 3 or 5 for long videos)
 
     def merged(self, **overrides: Any) -> GenerationOptions:
         """A copy with the given non-None values replacing these."""
