@@ -108,6 +108,10 @@ class Repl:
         if self.client is None:
             with self.console.status("[dim]starting…[/]"):
                 self.client = make_client(self.args)
+        load = getattr(self.client.backend, "load", None)
+        if callable(load):  # the in-process model: load it now, not in the middle of the first answer
+            with self.console.status(f"[dim]loading {escape(str(self.client.model))} (downloaded on first use)…[/]"):
+                load()
         if self.tools is None:
             self.tools = build_tools(self.args)
         approve = self.args.approve
