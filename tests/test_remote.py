@@ -439,3 +439,13 @@ def test_images_are_encoded_once_per_conversation(openai_server: OpenAIServer) -
     assert encode.call_count == 1  # the second request reuses the first encoding
     first, second = (body["messages"][0]["content"][0]["image_url"]["url"] for body in openai_server.requests)
     assert first == second and first.startswith("data:image/")
+
+
+def test_timeout_option(openai_server: OpenAIServer) -> None:
+    from agentcpm.errors import ServerError
+
+    openai_server.push(ServerReply("late", delay=2.0), ServerReply("late", delay=2.0))
+    with pytest.raises(ServerError, match="in time"):
+        client_for(openai_server, max_retries=0).chat("hi", timeout=0.3)
+    with pytest.raises(ServerError, match="in time"):
+        list(client_for(openai_server, max_retries=0, timeout=0.3).stream("hi"))

@@ -399,3 +399,50 @@ def test_async_paths_retry_and_fail_the_same_way() -> None:
 
     asyncio.run(main())
     assert route.call_count == 4
+
+
+# ---------------------------------------------------------------------------- telling servers apart
+
+MODELS_REPLIES = [
+    (
+        "vllm",
+        {"object": "list", "data": [{"id": "openbmb/MiniCPM-V-4.6", "owned_by": "vllm", "max_model_len": 32768}]},
+        {},
+    ),
+    ("sglang", {"object": "list", "data": [{"id": "openbmb/MiniCPM-V-4.6", "owned_by": "sglang", "root": "x"}]}, {}),
+    (
+        "llamacpp",
+        {"object": "list", "data": [{"id": "MiniCPM-V-4.6-Q4_K_M.gguf", "owned_by": "llamacpp", "meta": {}}]},
+        {},
+    ),
+    ("ollama", {"object": "list", "data": [{"id": "minicpm-v-4.6:latest", "owned_by": "library"}]}, {}),
+    (
+        "transformers",
+        {"object": "list", "data": [{"id": "openbmb/MiniCPM-V-4.6", "owned_by": "openbmb"}]},
+        {"server": "uvicorn", "x-request-id": "0b1c"},
+    ),
+    ("generic", {"object": "list", "data": [{"id": "minicpm", "owned_by": "openai"}]}, {}),
+]
+
+
+@pytest.mark.parametrize(("family", "models", "headers"), MODELS_REPLIES)
+@respx.mock
+def test_dialect_and_model_from_get_models(family: str, models: dict[str, Any], headers: dict[str, str]) -> None:
+    respx.get(f"{URL}/models").respond(json=models, headers=headers)
+    route = respx.post(CHAT).respond(json=reply({"content": "ok"}))
+    c = Client(backend=RemoteBackend(URL, backoff=0))
+    assert c.chat("hi").content == "ok"
+    assert c.backend.dialect.name == family  # type: ignore[attr-defined]
+    assert c.model == models["data"][0]["id"] == json.loads(route.calls[0].request.content)["model"]
+
+
+def test_bad_configuration_is_refused_early() -> None:
+    from agentcpm.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="http://"):
+        RemoteBackend("localhost:8000/v1")
+    with pytest.raises(ConfigurationError, match="vllm, sglang"):
+        RemoteBackend(URL, dialect="tgi")
+    with pytest.raises(ConfigurationError, match="tool_mode"):
+        RemoteBackend(URL, tool_mode="json")  # type: ignore[arg-type]
+    assert RemoteBackend(URL, dialect="llama.cpp").dialect.name == "llamacpp"  # type: ignore[union-attr]
