@@ -449,3 +449,18 @@ def test_timeout_option(openai_server: OpenAIServer) -> None:
         client_for(openai_server, max_retries=0).chat("hi", timeout=0.3)
     with pytest.raises(ServerError, match="in time"):
         list(client_for(openai_server, max_retries=0, timeout=0.3).stream("hi"))
+
+
+def test_configuration_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    with OpenAIServer(["ok", "ok"], api_key="sk-env") as server:
+        monkeypatch.setenv("AGENTCPM_BASE_URL", server.base_url)
+        monkeypatch.setenv("AGENTCPM_MODEL", "my-model")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+        monkeypatch.delenv("AGENTCPM_API_KEY", raising=False)
+        with Client() as client:
+            assert client.chat("hi").content == "ok"
+        monkeypatch.setenv("AGENTCPM_API_KEY", "sk-wrong")  # AGENTCPM_API_KEY wins over OPENAI_API_KEY
+        with Client() as client, pytest.raises(AuthenticationError):
+            client.chat("hi")
+    assert server.requests[0]["model"] == "my-model"
+    assert server.request_headers[0]["authorization"] == "Bearer sk-env"
