@@ -182,6 +182,16 @@ def test_breaking_out_of_a_stream_stops_generation_and_frees_the_model(random_cl
     assert random_client.chat("hello", max_tokens=3).usage.completion_tokens == 3
 
 
+def test_closing_the_client_stops_its_generation(tiny_model_path):
+    client = Client(model=str(tiny_model_path), device="cpu")
+    events = client.stream("hello", max_tokens=5000)
+    next(events)
+    client.close()
+    last = list(events)[-1]
+    assert last.completion.finish_reason == "cancelled" and last.completion.usage.completion_tokens < 5000
+    assert client.chat("hello", max_tokens=2).finish_reason == "length"  # still usable
+
+
 def test_ctrl_c_while_streaming_stops_generation(random_client, monkeypatch):
     spy = RunSpy(monkeypatch)
     interrupt = threading.Timer(0.05, _thread.interrupt_main)  # Ctrl-C while the stream waits for tokens

@@ -411,7 +411,6 @@ class _Prepared:
     kwargs: dict[str, Any]
     prompt_tokens: int
     thinking: bool  # the prompt ends inside <think>
-    max_new_tokens: int
     stop_ids: set[int]
     started: float
 
@@ -448,10 +447,10 @@ class _Answer:
         events += self._parse(self.stops.flush())
         if self.stops.hit or self.last_id in self.prepared.stop_ids:
             finish = "stop"
-        elif run.generated >= self.prepared.max_new_tokens:
-            finish = "length"
+        elif run.cancelled.is_set():
+            finish = "cancelled"  # close() was called while this answer was being written
         else:
-            finish = "stop" if not run.cancelled.is_set() else "cancelled"
+            finish = "length"  # max_tokens or the timeout cut it off
         events += self.parser.close(finish_reason=finish)
         parsed = self.parser.result()
         if finish == "stop" and parsed.tool_calls:
@@ -531,16 +530,20 @@ class LocalBackend:
     def _prepare(self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions) -> _Prepared:
         started = time.perf_counter()
         loaded = self.load()
-        if any(m.videos for m in messages) and not _has_torchvision():
+        video = any(m.videos for m in messages)
+        if video and not _has_torchvision():
             raise _video_error()
         hf_messages = [_to_hf_message(m) for m in move_tool_images(messages)]
-        image_processor = loaded.processor.image_processor
-        mode = options.downsample_mode or image_processor.downsample_mode
-        processor_kwargs: dict[str, Any] = {"downsample_mode": mode}
-        if options.max_slice_nums is not None:
-            processor_kwargs["max_slice_nums"] = options.max_slice_nums
-        if options.use_image_id is not None:
-            processor_kwargs["use_image_id"] = options.use_image_id
+        mode = options.downsample_mode or loaded.processor.image_processor.downsample_mode
+        # The model card's settings for video: no image ids, one slice per frame.
+        knobs = {
+            "downsample_mode": mode,
+            "max_slice_nums": options.max_slice_nums or (1 if video else None),
+            "use_image_id": options.use_image_id if options.use_image_id is not None else (False if video else None),
+            "max_num_frames": options.max_num_frames if video else None,
+            "stack_frames": options.stack_frames if video else None,
+        }
+        processor_kwargs = {key: value for key, value in knobs.items() if value is not None}
         template_kwargs: dict[str, Any] = {}
         if options.thinking is not None:
             template_kwargs["enable_thinking"] = options.thinking
@@ -563,14 +566,13 @@ class LocalBackend:
         inputs = inputs.to(device=loaded.device, dtype=getattr(torch, loaded.dtype))
         input_ids = inputs["input_ids"]
         tail = loaded.tokenizer.decode(input_ids[0, -4:].tolist())
-        kwargs, max_new_tokens, stop_ids = self._generation_kwargs(loaded, options, mode)
+        kwargs, stop_ids = self._generation_kwargs(loaded, options, mode)
         return _Prepared(
             loaded=loaded,
             inputs=inputs,
             kwargs=kwargs,
             prompt_tokens=int(input_ids.shape[1]),
             thinking=tail.rstrip("\n").endswith("<think>"),
-            max_new_tokens=max_new_tokens,
             stop_ids=stop_ids,
             started=started,
         )
@@ -578,7 +580,7 @@ class LocalBackend:
     @staticmethod
     def _generation_kwargs(
         loaded: LoadedModel, options: GenerationOptions, mode: str
-    ) -> tuple[dict[str, Any], int, set[int]]:
+    ) -> tuple[dict[str, Any], set[int]]:
         """Only what the call sets; everything else stays as the checkpoint's generation config says."""
         config = loaded.model.generation_config
         eos = config.eos_token_id
@@ -603,7 +605,7 @@ class LocalBackend:
             kwargs["max_time"] = options.timeout
         if options.seed is not None:
             kwargs["seed"] = options.seed
-        return kwargs, max_new_tokens, stop_ids
+        return kwargs, stop_ids
 
     def _start(self, loaded: LoadedModel, prepared: _Prepared, notify: Any = None) -> _Run:
         """Start generating; the caller holds ``loaded.lock``, which the run releases when it ends."""

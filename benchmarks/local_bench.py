@@ -1,0 +1,255 @@
+"""The in-process backend: what agentcpm adds over transformers, and the real model's speed on this machine.
+
+    python benchmarks/local_bench.py tiny [--repeats 20]
+    python benchmarks/local_bench.py full [--modes 16x 4x] [--max-tokens 16] [--dtype float32]
+
+``tiny``: the tiny scripted checkpoint (tests/tiny_model.py) answers a question with an image and a tool
+by writing a tool call (~75 tokens). ``client.chat`` and the same work by hand (``apply_chat_template``,
+``generate``, ``decode``) take turns; printed are both medians and the overhead (target: at most 10%).
+What the overhead buys: messages and images checked, a background generation thread with streaming and
+early stop, the tool-call parser, a typed Completion with usage. torch runs one thread here (fastest for
+a tiny model; see tests/conftest.py).
+
+``full``: MiniCPM-V 4.6 at full size (SigLIP2-400M vision, Qwen3.5-0.8B language model; the published
+config without quantization) with random weights, which run exactly as fast as trained ones. A 1920x1080
+screenshot (``max_slice_nums=36``) and a short question go through ``Client(model=PATH)``; printed per
+``downsample_mode``: prompt tokens (image tokens included), time to first token, decode tokens/s and the
+process's peak memory while answering. The stop tokens are biased away so that exactly ``--max-tokens``
+tokens are decoded. Building the model takes a few GB of memory and disk (in a temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path.insert(0, str(TESTS))
+
+# The published MiniCPM-V 4.6 architecture (config.json of the checkpoint, quantization left out).
+FULL_TEXT_CONFIG: dict[str, Any] = {
+    "model_type": "qwen3_5_text",
+    "attention_bias": False,
+    "attn_output_gate": True,
+    "full_attention_interval": 4,
+    "head_dim": 256,
+    "hidden_act": "silu",
+    "hidden_size": 1024,
+    "intermediate_size": 3584,
+    "layer_types": ["linear_attention"] * 3 + ["full_attention"],
+    "linear_conv_kernel_dim": 4,
+    "linear_key_head_dim": 128,
+    "linear_num_key_heads": 16,
+    "linear_num_value_heads": 16,
+    "linear_value_head_dim": 128,
+    "mamba_ssm_dtype": "float32",
+    "max_position_embeddings": 262144,
+    "num_attention_heads": 8,
+    "num_hidden_layers": 24,
+    "num_key_value_heads": 2,
+    "partial_rotary_factor": 0.25,
+    "rms_norm_eps": 1e-06,
+    "rope_parameters": {"partial_rotary_factor": 0.25, "rope_theta": 10000000, "rope_type": "default"},
+    "tie_word_embeddings": True,
+    "vocab_size": 248094,
+}
+FULL_TEXT_CONFIG["layer_types"] = FULL_TEXT_CONFIG["layer_types"] * 6
+FULL_VISION_CONFIG: dict[str, Any] = {
+    "hidden_act": "gelu_pytorch_tanh",
+    "hidden_size": 1152,
+    "image_size": 980,
+    "intermediate_size": 4304,
+    "layer_norm_eps": 1e-06,
+    "num_attention_heads": 16,
+    "num_channels": 3,
+    "num_hidden_layers": 27,
+    "patch_size": 14,
+    "window_kernel_size": [2, 2],
+}
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
+# ---------------------------------------------------------------------------- tiny: overhead
+
+
+def bench_tiny(repeats: int) -> None:
+    import torch
+    from PIL import Image
+    from tiny_model import TOOL_SCRIPT, WEATHER_CALL, WEATHER_QUESTION, WEATHER_TOOL, build_tiny_model
+
+    from agentcpm import Client
+    from agentcpm.backends.local import load_processor
+
+    torch.set_num_threads(1)
+    folder = build_tiny_model(Path(tempfile.mkdtemp(prefix="agentcpm-bench-")) / "tiny", replies=TOOL_SCRIPT)
+    image = Image.new("RGB", (640, 480), "white")
+
+    client = Client(model=str(folder), device="cpu")
+    model = client.backend.load().model  # type: ignore[attr-defined]
+    processor = load_processor(folder)
+
+    def by_hand() -> str:
+        messages = [
+            {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": WEATHER_QUESTION}]}
+        ]
+        inputs = processor.apply_chat_template(
+            messages,
+            tools=[WEATHER_TOOL],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"downsample_mode": "16x"},
+        )
+        with torch.inference_mode():
+            output = model.generate(**inputs, downsample_mode="16x", max_new_tokens=200)
+        return processor.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    def with_agentcpm() -> str:
+        answer = client.chat(WEATHER_QUESTION, images=[image], tools=[WEATHER_TOOL], max_tokens=200)
+        assert answer.tool_calls[0].arguments == {"city": "Paris"}
+        return answer.raw
+
+    assert by_hand() == with_agentcpm() == WEATHER_CALL  # same work, same answer
+    hand, ours = [], []
+    for _ in range(repeats):
+        for run, times in ((by_hand, hand), (with_agentcpm, ours)):
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+    a, b = median_ms(hand), median_ms(ours)
+    print(f"tiny model, image 640x480 + tool, {repeats} runs each (medians):")
+    print(f"  processor + generate by hand  {a:8.1f} ms")
+    print(f"  client.chat                   {b:8.1f} ms")
+    print(f"  agentcpm overhead             {b - a:8.1f} ms  ({(b - a) / a * 100:+.1f}%, target <= +10%)")
+
+
+# ---------------------------------------------------------------------------- full size: speed
+
+
+def screenshot() -> Any:
+    """A 1920x1080 desktop-like picture: windows, bars and lines of text."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (1920, 1080), (236, 239, 244))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 1040, 1920, 1080), fill=(40, 44, 52))
+    for index, (x, y) in enumerate(((80, 60), (700, 200), (1250, 120))):
+        draw.rectangle((x, y, x + 600, y + 700), fill="white", outline=(120, 120, 120))
+        draw.rectangle((x, y, x + 600, y + 32), fill=(60, 90, 160))
+        for line in range(30):
+            draw.text((x + 16, y + 48 + line * 21), f"Window {index} line {line}: the quick brown fox 0123", fill=0)
+    return image
+
+
+def peak_memory_reset() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux)
+
+
+def memory_gib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+def build_full_model(folder: Path) -> Path:
+    import torch
+    from tiny_model import CHAT_TEMPLATE, PROCESSOR_CONFIG, build_tokenizer
+    from transformers import GenerationConfig, MiniCPMV4_6Config, MiniCPMV4_6ForConditionalGeneration
+
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(folder)
+    (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    (folder / "processor_config.json").write_text(json.dumps(PROCESSOR_CONFIG))
+    config = MiniCPMV4_6Config(
+        text_config=FULL_TEXT_CONFIG,
+        vision_config=FULL_VISION_CONFIG,
+        insert_layer_id=6,
+        image_size=1120,
+        drop_vision_last_layer=False,
+        merge_kernel_size=[2, 2],
+        merger_times=1,
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        tie_word_embeddings=True,
+    )
+    stops = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    started = time.perf_counter()
+    model = MiniCPMV4_6ForConditionalGeneration(config).to(torch.bfloat16)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+        eos_token_id=stops,
+        do_sample=True,
+        temperature=0.7,
+        top_k=0,
+        top_p=1.0,
+        sequence_bias=[[[token], -100.0] for token in stops],  # decode exactly max_tokens
+    )
+    parameters = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(folder)
+    del model
+    print(
+        f"built a random full-size model: {parameters / 1e9:.2f} B parameters ({time.perf_counter() - started:.0f} s)"
+    )
+    return folder
+
+
+def bench_full(modes: list[str], max_tokens: int, dtype: str) -> None:
+    import torch
+
+    from agentcpm import Client
+
+    with tempfile.TemporaryDirectory(prefix="agentcpm-full-") as tmp:
+        folder = build_full_model(Path(tmp))
+        client = Client(model=str(folder), device="cpu", dtype=dtype)
+        loaded = client.backend.load()  # type: ignore[attr-defined]
+        print(
+            f"loaded on {loaded.device} ({loaded.dtype}) in {loaded.load_seconds:.0f} s; torch threads: "
+            f"{torch.get_num_threads()}; resident {memory_gib('VmRSS'):.2f} GiB"
+        )
+        image = screenshot()
+        print("mode  prompt tokens  TTFT (s)  decode tok/s  peak memory (GiB)")
+        for mode in modes:
+            peak_memory_reset()
+            answer = client.chat(
+                "Describe this screen.",
+                images=[image],
+                downsample_mode=mode,
+                max_slice_nums=36,
+                max_tokens=max_tokens,
+            )
+            usage = answer.usage
+            assert usage.completion_tokens == max_tokens
+            print(
+                f"{mode:4}  {usage.prompt_tokens:13}  {usage.time_to_first_token:8.1f}  "
+                f"{usage.tokens_per_second:12.2f}  {memory_gib('VmHWM'):17.2f}",
+                flush=True,
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["tiny", "full"])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--modes", nargs="+", default=["16x", "4x"], choices=["16x", "4x"])
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--dtype", default="auto")
+    args = parser.parse_args()
+    if args.part == "tiny":
+        bench_tiny(args.repeats)
+    else:
+        bench_full(args.modes, args.max_tokens, args.dtype)
+
+
+if __name__ == "__main__":
+    main()
