@@ -328,6 +328,7 @@ _JSON_STRING_END = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _JSON_NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _TEXT_TAGS = (TOOL_CALL, THINK_END, FUNCTION, THINK)
 _VALUE_TAGS = (PARAMETER_END, FUNCTION_END, TOOL_CALL_END, PARAMETER)
+_TAG_PATTERNS = {tags: re.compile("|".join(map(re.escape, tags))) for tags in (_TEXT_TAGS, _VALUE_TAGS)}
 _BODY_TAGS = (PARAMETER, FUNCTION_END, TOOL_CALL_END, TOOL_CALL, FUNCTION, PARAMETER_END)
 _TEXT_FAST, _VALUE_FAST = 1, 2
 _DEFER_AT = 1024  # held text above this size is re-examined only after as much again arrived (linear time)
@@ -340,13 +341,16 @@ def _skip_ws(buf: str, i: int) -> int:
 
 def _find_tag(buf: str, i: int, tags: tuple[str, ...], final: bool) -> int:
     """Index of the next '<' that starts one of tags or (unless final) may grow into one; len(buf) if none."""
-    while True:
-        i = buf.find("<", i)
-        if i < 0:
-            return len(buf)
-        if buf.startswith(tags, i) or (not final and _is_prefix(buf, i, tags)):
-            return i
-        i += 1
+    match = _TAG_PATTERNS[tags].search(buf, i)
+    if match:
+        return match.start()
+    if not final:
+        j = buf.find("<", max(i, len(buf) - 11))
+        while j >= 0:
+            if _is_prefix(buf, j, tags):
+                return j
+            j = buf.find("<", j + 1)
+    return len(buf)
 
 
 def _is_prefix(buf: str, i: int, tags: tuple[str, ...]) -> bool:
@@ -454,7 +458,7 @@ class StreamParser:
         fast = self._fast
         if fast and delta and "<" not in delta:
             # Fast path: value or plain text with nothing held back, and no tag can start in delta.
-            if fast == _VALUE_FAST:
+            if fast > _TEXT_FAST:
                 self._raw.append(delta)
                 if self._vstart or self._vnl or delta[-1] == "\n":
                     return self._value_text(delta)
@@ -516,23 +520,14 @@ class StreamParser:
     # machinery -------------------------------------------------------------------------------------
     def _extend(self, delta: str) -> None:
         shift = self._pos
-        self._buf = self._buf[shift:] + delta
+        self._buf = self._buf[shift:] + delta if shift < len(self._buf) else delta
         self._pos = 0
         self._text_until -= shift
         self._split_until -= shift
 
     def _run(self, final: bool) -> None:
-        steps = (
-            self._s_text,
-            self._s_value,
-            self._s_block,
-            self._s_json,
-            self._s_name,
-            self._s_body,
-            self._s_param,
-            self._s_after,
-        )
-        while steps[self._state](final):
+        steps = _STEPS
+        while steps[self._state](self, final):
             pass
 
     def _advance(self, end: int) -> None:
@@ -739,22 +734,23 @@ class StreamParser:
     def _end_value(self) -> None:
         assert self._call is not None
         text = "".join(self._raw[self._vfrom :])
-        text = text[1:] if text[:1] == "\n" else text
-        self._call.values[self._pname] = text[:-1] if text[-1:] == "\n" else text
+        start = 1 if text[:1] == "\n" else 0
+        end = len(text) - 1 if len(text) > start and text[-1] == "\n" else len(text)
+        self._call.values[self._pname] = text[start:end]
         self._vnl = False
 
     def _value_text(self, text: str) -> list[ParseEvent]:
         """Value text minus exactly one leading and one trailing newline (the trailing one is held back)."""
+        start = 0
         if self._vstart:
             self._vstart = False
-            if text[0] == "\n":
-                text = text[1:]
-        if self._vnl:
+            start = 1 if text[0] == "\n" else 0
+        end = len(text)
+        held = self._vnl
+        self._vnl = end > start and text[-1] == "\n"
+        text = text[start : end - 1 if self._vnl else end]
+        if held:
             text = "\n" + text
-            self._vnl = False
-        if text[-1:] == "\n":
-            text = text[:-1]
-            self._vnl = True
         if not text:
             return []
         return [ToolCallArgumentsDelta(self._cindex, self._cid, self._pname, text)]
@@ -762,7 +758,8 @@ class StreamParser:
     def _value_until(self, end: int) -> None:
         if end > self._pos:
             text = self._buf[self._pos : end]
-            self._advance(end)
+            self._raw.append(text)
+            self._pos = end
             self._out.extend(self._value_text(text))
 
     def _closer(self, i: int, final: bool) -> tuple[int, int]:
@@ -922,6 +919,19 @@ class StreamParser:
             self._finish_call(closed=True)
         elif self._call is not None:
             self._finish_call(closed=False)
+
+
+# one step per state, indexed by the state number (each returns False when it needs more text)
+_STEPS = (
+    StreamParser._s_text,
+    StreamParser._s_value,
+    StreamParser._s_block,
+    StreamParser._s_json,
+    StreamParser._s_name,
+    StreamParser._s_body,
+    StreamParser._s_param,
+    StreamParser._s_after,
+)
 
 
 def _convert_texts(
