@@ -328,7 +328,9 @@ _JSON_STRING_END = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _JSON_NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _TEXT_TAGS = (TOOL_CALL, THINK_END, FUNCTION, THINK)
 _VALUE_TAGS = (PARAMETER_END, FUNCTION_END, TOOL_CALL_END, PARAMETER)
-_TAG_PATTERNS = {tags: re.compile("|".join(map(re.escape, tags))) for tags in (_TEXT_TAGS, _VALUE_TAGS)}
+_TAG_PATTERNS: dict[tuple[str, ...], re.Pattern[str]] = {
+    tags: re.compile("|".join(map(re.escape, tags))) for tags in (_TEXT_TAGS, _VALUE_TAGS)
+}
 _BODY_TAGS = (PARAMETER, FUNCTION_END, TOOL_CALL_END, TOOL_CALL, FUNCTION, PARAMETER_END)
 _TEXT_FAST, _VALUE_FAST = 1, 2
 _DEFER_AT = 1024  # held text above this size is re-examined only after as much again arrived (linear time)
