@@ -530,11 +530,12 @@ class _Run:
             if decision.result is not None:
                 yield ToolFinished(self.step, decision.call, decision.result, decision.error, 0.0)
         ready = [d for d in decisions if d.result is None]
+        concurrent = self.agent.parallel_tool_calls and not any(d.tool and d.tool.sequential for d in ready)
         tasks: list[asyncio.Future[_Decision]] = []
         try:
             for decision in ready:
                 yield ToolStarted(self.step, decision.call)
-                if self.agent.parallel_tool_calls:
+                if concurrent:
                     tasks.append(asyncio.ensure_future(self._execute(decision)))
                 else:
                     yield self._finished(await self._execute(decision))

@@ -407,6 +407,7 @@ class Tool:
         requires_approval: bool = False,
         timeout: float | None = None,
         parameters: dict[str, Any] | None = None,
+        sequential: bool | None = None,
     ) -> None:
         if not callable(fn):
             raise ToolDefinitionError(f"{fn!r} is not callable: a tool wraps a function or method")
@@ -420,6 +421,8 @@ class Tool:
                 "or pass name=... to @tool"
             )
         self.requires_approval = bool(requires_approval)
+        # Tools that need approval act on the world, where order matters (click, then type).
+        self.sequential = self.requires_approval if sequential is None else bool(sequential)
         if timeout is not None and timeout <= 0:
             raise ToolDefinitionError(f"timeout of {self.name} must be positive seconds, got {timeout!r}")
         self.timeout = timeout
@@ -454,6 +457,7 @@ class Tool:
         *,
         requires_approval: bool = False,
         timeout: float | None = None,
+        sequential: bool | None = None,
     ) -> Tool:
         """A tool from a hand-written OpenAI schema (``{"type": "function", "function": {...}}`` or the bare
         ``{"name", "description", "parameters"}``); ``fn`` is called with the arguments as keywords.
@@ -473,6 +477,7 @@ class Tool:
             parameters=dict(function.get("parameters") or {"type": "object", "properties": {}}),
             requires_approval=requires_approval,
             timeout=timeout,
+            sequential=sequential,
         )
 
     def to_openai(self) -> dict[str, Any]:
@@ -620,6 +625,7 @@ def tool(
     description: str | None = None,
     requires_approval: bool = False,
     timeout: float | None = None,
+    sequential: bool | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -631,11 +637,15 @@ def tool(
     description: str | None = None,
     requires_approval: bool = False,
     timeout: float | None = None,
+    sequential: bool | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function (sync or async, or a method) into a :class:`Tool`; use bare or with options.
 
     The schema comes from the signature and the docstring (Google, NumPy or Sphinx style). A function
     whose schema cannot be built raises :class:`~agentcpm.errors.ToolDefinitionError` right here.
+    ``requires_approval``: the agent asks before each call. ``timeout``: seconds per call. ``sequential``:
+    an answer that calls this tool runs all its calls one by one, in order, instead of concurrently
+    (default: the same as ``requires_approval``, since actions on the world must keep their order).
 
     >>> @tool(requires_approval=True, timeout=30)
     ... def delete_file(path: str) -> str:
@@ -646,7 +656,14 @@ def tool(
     """
 
     def make(function: Callable[..., Any]) -> Tool:
-        return Tool(function, name=name, description=description, requires_approval=requires_approval, timeout=timeout)
+        return Tool(
+            function,
+            name=name,
+            description=description,
+            requires_approval=requires_approval,
+            timeout=timeout,
+            sequential=sequential,
+        )
 
     return make(fn) if fn is not None else make
 

@@ -272,6 +272,33 @@ def test_parallel_tool_calls_off_runs_them_one_by_one():
     assert log["a"][1] <= log["b"][0]
 
 
+@pytest.mark.parametrize("option", [{"sequential": True}, {"requires_approval": True}])
+def test_sequential_tools_keep_the_order_of_the_calls(option):
+    log: dict[str, tuple[float, float]] = {}
+
+    @tool(**option)
+    async def act(label: str, seconds: float) -> str:
+        """An action on the world."""
+        start = time.perf_counter()
+        await asyncio.sleep(seconds)
+        _record(log, label, start)
+        return label
+
+    @tool
+    async def look(label: str) -> str:
+        """Read-only."""
+        start = time.perf_counter()
+        await asyncio.sleep(0)
+        _record(log, label, start)
+        return label
+
+    answer = call("act", label="click", seconds=0.1) + call("act", label="type", seconds=0) + call("look", label="see")
+    agent, _ = make([answer, "ok"], [act, look])
+    events = list(agent.stream("go"))
+    assert log["click"][1] <= log["type"][0] <= log["type"][1] <= log["see"][0]
+    assert [e.call.arguments["label"] for e in events if isinstance(e, ToolFinished)] == ["click", "type", "see"]
+
+
 def test_max_steps_ends_with_one_request_without_tools():
     loop_forever = [call("get_weather", location=f"city{i}") for i in range(3)]
     agent, backend = make([*loop_forever, "Best guess: sunny."], [get_weather], max_steps=3)

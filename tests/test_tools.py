@@ -158,6 +158,9 @@ def test_options_name_description_approval_timeout():
         5,
     )
     assert repr(remove) == "Tool('rm', requires_approval=True)"
+    assert remove.sequential  # actions that need approval keep their order by default
+    assert not tool(sequential=False, requires_approval=True)(remove.fn).sequential
+    assert tool(sequential=True)(remove.fn).sequential and not tool(remove.fn).sequential
 
 
 def test_async_tools_and_sync_tools_run_with_call_and_acall():
