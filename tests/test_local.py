@@ -37,7 +37,13 @@ from agentcpm import (
     VideoPart,
 )
 from agentcpm.backends.local import LocalBackend, load_model
-from agentcpm.errors import BadRequestError, ImageError, MissingDependencyError, ModelNotFoundError
+from agentcpm.errors import (
+    BadRequestError,
+    ConfigurationError,
+    ImageError,
+    MissingDependencyError,
+    ModelNotFoundError,
+)
 
 pytest.importorskip("torch")
 
@@ -287,6 +293,23 @@ def test_quantized_checkpoint_without_its_package(tiny_model_path, tmp_path):
         pytest.skip("gptqmodel is installed")
     with pytest.raises(MissingDependencyError, match="gptqmodel"):
         load_model(str(quantized), device="cpu")
+
+
+def test_unknown_device_or_dtype(tiny_model_path):
+    with pytest.raises(ConfigurationError, match="unknown device"):
+        LocalBackend(str(tiny_model_path), device="tpu").load()
+    with pytest.raises(ConfigurationError, match="unknown dtype"):
+        LocalBackend(str(tiny_model_path), device="cpu", dtype="int3").load()
+
+
+def test_concurrent_calls_take_turns(random_client):
+    answers: list = []
+    threads = [threading.Thread(target=lambda: answers.append(random_client.chat("hi", max_tokens=5))) for _ in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a.usage.completion_tokens for a in answers] == [5, 5]
 
 
 def test_model_is_loaded_once_and_shared(scripted_model_path, client):
