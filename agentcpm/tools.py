@@ -143,6 +143,7 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
 # ---------------------------------------------------------------------------- schemas
 
 _SCHEMA_KEYS_WITH_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_KEYS_WITH_VALUES = ("default", "enum", "const", "examples")  # data, not schemas: keep as is
 
 
 def _clean_schema(schema: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
@@ -164,9 +165,10 @@ def _clean_schema(schema: Any, defs: dict[str, Any], seen: tuple[str, ...] = ())
             continue
         if key in _SCHEMA_KEYS_WITH_SUBSCHEMA_MAPS and isinstance(value, dict):
             out[key] = {k: _clean_schema(v, defs, seen) for k, v in value.items()}
+        elif key in _SCHEMA_KEYS_WITH_VALUES:
+            out[key] = value
         else:
             out[key] = _clean_schema(value, defs, seen)
-    # pydantic writes Optional[X] as anyOf [X, null]; keep it, but lift a lone description next to it.
     return out
 
 
@@ -260,7 +262,7 @@ def _model_schema(model: type[BaseModel], qualname: str) -> dict[str, Any]:
     defs = raw.pop("$defs", {})
     schema = _clean_schema(raw, defs)
     if defs and _has_recursive_ref(schema):
-        schema["$defs"] = _clean_schema(defs, defs)
+        schema["$defs"] = {name: _clean_schema(d, defs, (name,)) for name, d in defs.items()}
     schema.setdefault("properties", {})
     schema["type"] = "object"
     if "required" not in schema:

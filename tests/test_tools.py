@@ -129,6 +129,27 @@ def test_types_enum_optional_lists_dicts_nested_models_and_field_constraints():
     assert args["quantity"] == 3
 
 
+class Node(BaseModel):
+    name: str
+    children: list[Node] = []
+
+
+def test_recursive_models_keep_a_reference_and_data_keeps_its_keys():
+    @tool
+    def walk(tree: Node, meta: dict | None = None) -> str:
+        """Walk a tree."""
+        return tree.name + "".join(child.name for child in tree.children)
+
+    def described(meta: dict = {"title": "kept"}) -> str:  # noqa: B006
+        """Keeps the default's keys."""
+        return ""
+
+    assert tool(described).parameters["properties"]["meta"]["default"] == {"title": "kept"}
+    node = walk.parameters["$defs"]["Node"]
+    assert node["properties"]["children"]["items"] == {"$ref": "#/$defs/Node"}
+    assert walk.call({"tree": {"name": "a", "children": [{"name": "b"}, {"name": "c"}]}}) == "abc"
+
+
 def test_validation_lists_every_problem():
     @tool
     def f(n: Annotated[int, Field(ge=1)], mode: Literal["a", "b"]) -> int:
