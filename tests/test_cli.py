@@ -80,19 +80,12 @@ def test_help_does_not_import_the_model_stack(home: Path) -> None:
 
 def test_ask_streams_the_answer(home: Path, server: OpenAIServer) -> None:
     server.push(ServerReply("The answer is **4**.", chunk_size=3))
-    result = agentcpm(home, "ask", "What is 2+2?", "--base-url", server.base_url)
+    options = ["--max-tokens", "33", "--temperature", "0.2", "--model", server.model]
+    result = agentcpm(home, "ask", "What is 2+2?", "--base-url", server.base_url, *options)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "The answer is **4**.\n"
-    assert server.requests[0]["messages"][-1]["content"] == "What is 2+2?"
-    assert server.requests[0]["stream"] is True
-
-
-def test_ask_options_reach_the_server(home: Path, server: OpenAIServer) -> None:
-    server.push("ok")
-    args = ["--max-tokens", "33", "--temperature", "0.2", "--model", server.model]
-    result = agentcpm(home, "ask", "hi", "--base-url", server.base_url, *args)
-    assert result.returncode == 0, result.stderr
     body = server.requests[0]
+    assert body["messages"][-1]["content"] == "What is 2+2?" and body["stream"] is True
     assert body["max_tokens"] == 33 and body["temperature"] == 0.2 and body["model"] == server.model
 
 
@@ -147,9 +140,9 @@ def test_unreachable_server_is_one_line_with_the_fix(home: Path) -> None:
 
 
 def test_verbose_shows_the_traceback(home: Path) -> None:
-    result = agentcpm(home, "ask", "hi", "--base-url", closed_port_url(), "--verbose")
+    result = agentcpm(home, "ask", "What is this?", "--image", "missing.png", "--verbose")
     assert result.returncode == 1
-    assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error: no image")
 
 
 def test_empty_stdin_prompt_is_refused(home: Path, server: OpenAIServer) -> None:
