@@ -246,9 +246,7 @@ class Agent:
         calls left unanswered there run first). ``transcript``: a JSONL path to append the run to.
         Ctrl-C stops the run cleanly and raises :class:`~agentcpm.errors.AgentCancelled` with the messages.
         """
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop()
-            # Called from async code (a notebook): run on a private loop in another thread.
+        if _loop_running():  # called from async code (a notebook): run on a private loop in another thread
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(1) as pool:
@@ -282,6 +280,10 @@ class Agent:
         >>> for event in agent.stream("Weather in Paris?"):             # doctest: +SKIP
         ...     if isinstance(event, ContentDelta): print(event.text, end="")
         """
+        if _loop_running():
+            raise ConfigurationError(
+                "stream() cannot run inside a running event loop: use `async for ... in astream()`"
+            )
         events = self._events(input, images, history, transcript, blocking_model=True)
         loop = asyncio.new_event_loop()
         try:
@@ -330,6 +332,14 @@ async def _with_callbacks(
             if inspect.isawaitable(outcome):
                 await outcome
         yield event
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _last_result(events: AsyncIterator[AgentEvent]) -> RunResult:

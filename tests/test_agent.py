@@ -574,9 +574,11 @@ def test_unanswered_calls_in_history_run_first():
 
 
 @async_test
-async def test_sync_run_works_inside_a_running_event_loop():
+async def test_sync_run_works_inside_a_running_event_loop_and_stream_says_to_use_astream():
     agent, _ = make(["Hi."], [])
     assert agent.run("hello").output == "Hi."
+    with pytest.raises(ConfigurationError, match="astream"):
+        next(iter(agent.stream("hello")))
 
 
 def test_plain_functions_are_wrapped_and_bad_configuration_is_refused():
