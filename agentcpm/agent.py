@@ -38,7 +38,7 @@ from .errors import (
     RepeatedToolCallError,
     ToolRetriesExceeded,
 )
-from .tools import Tool, ToolArgumentsError, as_tools, run_in_thread, to_content
+from .tools import Tool, ToolArgumentsError, as_tools, format_validation_error, run_in_thread, to_content
 from .transcript import Transcript
 from .types import (
     Completed,
@@ -611,8 +611,13 @@ class _Run:
                 f"You already called {call.name} with exactly these arguments {self.repeats - 1} times "
                 "in a row, so it was not run again. Use the results you have, or do something different."
             )
-        if tool.requires_approval and not await self._approve(call):
-            return refuse(f"The user did not allow {call.name} to run, so it was not run.")
+        if tool.requires_approval:
+            try:
+                allowed = await self._approve(call)
+            except Exception as exc:  # a broken approval callback must not run the tool, nor end the run
+                return refuse(f"{call.name} was not run: asking for approval failed ({type(exc).__name__}: {exc}).")
+            if not allowed:
+                return refuse(f"The user did not allow {call.name} to run, so it was not run.")
         return decision
 
     def _is_repeat(self, call: ToolCall) -> bool:
@@ -646,21 +651,24 @@ class _Run:
         tool, call = decision.tool, decision.call
         assert tool is not None
         timeout = tool.timeout if tool.timeout is not None else self.agent.tool_timeout
+
+        async def attempt() -> ToolResult:
+            try:
+                content = to_content(await tool.acall(decision.arguments, validate=False))
+                for part in content:  # a broken image fails here, as this tool's error, not in the next request
+                    if isinstance(part, ImagePart) and not part.is_url:
+                        part.open()
+                return ToolResult(call_id=call.id, name=call.name, content=content)
+            except Exception as exc:  # inside, so that a TimeoutError the tool raises is not taken for ours
+                decision.error = f"{type(exc).__name__}: {exc}"
+                return _error_result(call, f"{call.name} failed: {decision.error}")
+
         started = time.perf_counter()
         try:
-            running = tool.acall(decision.arguments, validate=False)
-            value = await (running if timeout is None else asyncio.wait_for(running, timeout))
-            content = to_content(value)
-            for part in content:  # a broken image fails here, as this tool's error, not in the next request
-                if isinstance(part, ImagePart) and not part.is_url:
-                    part.open()
-            decision.result = ToolResult(call_id=call.id, name=call.name, content=content)
+            decision.result = await (attempt() if timeout is None else asyncio.wait_for(attempt(), timeout))
         except asyncio.TimeoutError:
             decision.error = f"{call.name} timed out after {timeout:g} s and was stopped; its result is lost."
             decision.result = _error_result(call, decision.error)
-        except Exception as exc:
-            decision.error = f"{type(exc).__name__}: {exc}"
-            decision.result = _error_result(call, f"{call.name} failed: {decision.error}")
         decision.result.duration = time.perf_counter() - started
         return decision
 
@@ -687,9 +695,10 @@ class _Run:
         try:
             return adapter.validate_json(_extract_json(text)), None
         except ValidationError as exc:
+            errors = "\n".join(f"- {e}" for e in format_validation_error(exc))
             schema = json.dumps(adapter.json_schema(), ensure_ascii=False)
             return None, (
-                f"Your answer does not fit the required format:\n{exc}\nAnswer again with only a JSON value "
+                f"Your answer does not fit the required format:\n{errors}\nAnswer again with only a JSON value "
                 f"matching this schema, nothing else:\n{schema}"
             )
 

@@ -368,7 +368,8 @@ def _check_json_schema(arguments: dict[str, Any], schema: dict[str, Any]) -> lis
     return errors
 
 
-def _format_validation_error(exc: ValidationError) -> list[str]:
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One short line per error, ``where: what (got value)``, without pydantic's documentation links."""
     errors = []
     for error in exc.errors(include_url=False):
         where = ".".join(str(p) for p in error.get("loc", ())) or "arguments"
@@ -528,7 +529,7 @@ class Tool:
         try:
             model = self._model.model_validate(arguments)
         except ValidationError as exc:
-            raise ToolArgumentsError(self.name, _format_validation_error(exc)) from None
+            raise ToolArgumentsError(self.name, format_validation_error(exc)) from None
         # Keep nested models as model instances, as the function's annotations promise.
         return {name: getattr(model, name) for name in type(model).model_fields}
 

@@ -375,6 +375,27 @@ def test_a_tool_that_raises_becomes_an_error_result_and_the_run_goes_on():
     assert result.output == "Cannot divide by zero."
 
 
+def test_a_timeout_error_raised_by_the_tool_is_its_own_error():
+    @tool
+    def fetch(url: str) -> str:
+        """Fetch."""
+        raise TimeoutError("the server did not answer")
+
+    agent, _ = make([call("fetch", url="http://x"), "It timed out."], [fetch])
+    result = agent.run("go")
+    assert result.messages[2].text == "fetch failed: TimeoutError: the server did not answer"
+
+
+def test_an_approval_callback_that_raises_refuses_the_call():
+    def approve(c: ToolCall) -> bool:
+        raise RuntimeError("no approver configured")
+
+    agent, _ = make([call("transfer", amount=1), "ok"], [transfer], approval=approve)
+    result = agent.run("pay")
+    assert "asking for approval failed (RuntimeError: no approver configured)" in result.messages[2].text
+    assert result.output == "ok"
+
+
 def test_tool_timeout_for_async_and_sync_tools():
     @tool
     async def hang_async() -> str:
@@ -512,7 +533,8 @@ def test_structured_output_tolerates_fences_and_re_asks_on_errors():
     assert result.output == Weather(city="Paris", temperature=21.5)
     assert '"temperature"' in backend.requests[0].messages[0].text  # the schema is in the system prompt
     re_ask = backend.requests[1].messages[-1]
-    assert re_ask.role == "user" and "temperature" in re_ask.text and "Field required" in re_ask.text
+    assert re_ask.role == "user" and "- temperature: field required" in re_ask.text
+    assert "errors.pydantic.dev" not in re_ask.text
 
 
 def test_structured_output_gives_up_after_output_retries():
