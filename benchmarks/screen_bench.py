@@ -11,8 +11,10 @@ round so both see the same machine load:
 - naive: ``PIL.ImageGrab.grab(xdisplay=...)``, ``.convert("RGB")``, resize to the same size (bicubic), the same
   JPEG settings, base64.
 
-Prints medians, frames per second, the ratio (target: agentcpm <= 0.6x naive), the breakdown of the agentcpm
-path, and the peak resident memory each path adds (measured in a fresh child process per path).
+Prints medians, frames per second, the ratio of medians (target: agentcpm <= 0.6x naive), the ratio of CPU
+time spent (this process plus the X server, summed over the rounds: steadier than wall time on a busy
+machine; only when the benchmark started the X server), the breakdown of the agentcpm path, and the peak
+resident memory each path adds (measured in a fresh child process per path).
 """
 
 from __future__ import annotations
@@ -165,6 +167,14 @@ def breakdown(region: tuple[int, int, int, int]) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in steps.items()}
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) of another process so far, e.g. the X server; 0 when unknown."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
@@ -174,8 +184,10 @@ def main() -> None:
     children: list[subprocess.Popen[bytes]] = []
     display = args.display
     try:
+        server_pid = None
         if display is None:
             display, children = start_display()
+            server_pid = children[0].pid
         os.environ["DISPLAY"] = display
         children.append(paint(display))
         from agentcpm.images import model_image_size
@@ -186,7 +198,7 @@ def main() -> None:
         )
         print(
             f"{'screen':<8}{'sent as':>11}{'agentcpm ms':>13}{'fps':>7}{'naive ms':>10}{'fps':>7}{'ratio':>7}"
-            f"{'KB':>6}{'agentcpm MB':>13}{'naive MB':>10}"
+            f"{'CPU ratio':>11}{'KB':>6}{'agentcpm MB':>13}{'naive MB':>10}"
         )
         for label, (width, height) in SIZES.items():
             region = (0, 0, width, height)
@@ -194,20 +206,24 @@ def main() -> None:
             ours(region), naive(region, display, size)  # warm up both
             mine: list[float] = []
             theirs: list[float] = []
+            # CPU seconds of this process plus the X server's: the work each path causes, whatever the load.
+            cpu = [0.0, 0.0]
             for _ in range(args.rounds):
-                t0 = time.perf_counter()
+                c0, x0, t0 = time.process_time(), cpu_seconds(server_pid), time.perf_counter()
                 url = ours(region)
-                t1 = time.perf_counter()
+                c1, x1, t1 = time.process_time(), cpu_seconds(server_pid), time.perf_counter()
                 naive(region, display, size)
-                t2 = time.perf_counter()
+                c2, x2, t2 = time.process_time(), cpu_seconds(server_pid), time.perf_counter()
                 mine.append((t1 - t0) * 1000)
                 theirs.append((t2 - t1) * 1000)
+                cpu[0] += (c1 - c0) + (x1 - x0)
+                cpu[1] += (c2 - c1) + (x2 - x1)
             a, b = statistics.median(mine), statistics.median(theirs)
             mem_a = peak_rss_child("ours", label, display)
             mem_b = peak_rss_child("naive", label, display)
             print(
                 f"{label:<8}{f'{size[0]}x{size[1]}':>11}{a:>13.1f}{1000 / a:>7.1f}{b:>10.1f}{1000 / b:>7.1f}"
-                f"{a / b:>6.2f}x{len(url) * 3 // 4 // 1024:>6}{mem_a:>13.1f}{mem_b:>10.1f}"
+                f"{a / b:>6.2f}x{cpu[0] / cpu[1]:>10.2f}x{len(url) * 3 // 4 // 1024:>6}{mem_a:>13.1f}{mem_b:>10.1f}"
             )
         for label, (width, height) in SIZES.items():
             parts = breakdown((0, 0, width, height))

@@ -3,8 +3,8 @@
 >>> shot = capture(monitor=1)                          # doctest: +SKIP
 >>> shot.to_screen(500, 500)                           # the centre of monitor 1, in screen coordinates
 (960, 540)
->>> shot.data_url()[:22]                               # resized for MiniCPM-V's slicing, cached
-'data:image/jpeg;base64'
+>>> shot.data_url()[:11]                               # resized for MiniCPM-V's slicing, cached
+'data:image/'
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import images as _images
-from ..errors import DisplayError, MissingDependencyError
+from ..errors import ConfigurationError, DisplayError, MissingDependencyError
 from ..types import ImagePart
-from .geometry import NORMALISED, Monitor, Rect, bounding_rect, monitor_at
+from .geometry import Monitor, Rect, monitor_at
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -94,7 +94,7 @@ class Screenshot:
     scale: float = 1.0
     monitor: int = 1
     taken_at: float = field(default_factory=time.time)
-    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def rect(self) -> Rect:
@@ -192,8 +192,6 @@ class Screenshot:
                 image.save(buffer, format="JPEG", quality=quality, subsampling=0)
                 mime = "image/jpeg"
             else:
-                from ..errors import ConfigurationError
-
                 raise ConfigurationError(f'unknown image format {fmt!r}: use "auto", "png" or "jpeg"')
             self._cache[key] = (buffer.getvalue(), mime)
         encoded: tuple[bytes, str] = self._cache[key]
@@ -304,4 +302,4 @@ def capture(
     return shot.redact(redact)
 
 
-__all__ = ["NORMALISED", "Screenshot", "bounding_rect", "capture", "list_monitors"]
+__all__ = ["Screenshot", "capture", "list_monitors"]

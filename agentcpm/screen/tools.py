@@ -103,15 +103,16 @@ class ScreenSession:
         """Run ``do(screen_points)`` (or, in a dry run, only record it), then show the screen once it settles."""
         shot = self._latest()
         screen = [shot.to_screen(x, y) for x, y in points]
-        self.actions.append(Action(name, dict(arguments), screen, performed=not self.dry_run))
         where = ""
         if points:
             given = ", ".join(f"({x}, {y})" for x, y in points)
             where = f" at {given} (screen {', '.join(f'({x}, {y})' for x, y in screen)})"
         if self.dry_run:
+            self.actions.append(Action(name, dict(arguments), screen, performed=False))
             return f"Dry run: {name}{where} was recorded, not performed. The screen is unchanged."
         with self._acting:
             do(screen)
+            self.actions.append(Action(name, dict(arguments), screen, performed=True))
             self.last = wait_until_stable(
                 monitor=shot.monitor, quiet=self.settle, timeout=self.settle_timeout, redact=self.redact
             )
