@@ -7,7 +7,7 @@ Prints medians of CPU seconds (time.process_time: the machine it was written on 
 what the parser costs whoever else is running) and ratios:
 1. batch throughput (MB/s) of parse_output on realistic model outputs;
 2. a 1 MB string value fed one character and 30 characters at a time;
-3. 100 KB vs 1 MB (linear growth: 10x the text should cost about 10x the time);
+3. 100 KB vs 1 MB, and 1 MB vs 10 MB (linear growth: 10x the text should cost about 10x the time);
 4. transformers' ``parse_response`` / ``ResponseParser`` with the qwen3_5 template from
    ``transformers/cli/serving/utils.py`` on the same inputs, where it finishes in reasonable time.
 """
@@ -148,18 +148,23 @@ def main() -> None:
         print(f"fed {chunk:>2} char(s) at a time: {seconds:.3f} s  ({len(pieces):,} feed calls)")
     assert ours_stream(chunks(big, 1)).tool_calls[0].arguments == parse_output(big, TOOLS).tool_calls[0].arguments
 
-    print("\n## 3. linear growth: 100 KB vs 1 MB")
-    small = value_text(100_000)
-    print(f"{'mode':24} {'100 KB s':>10} {'1 MB s':>10} {'ratio':>7}")
+    print("\n## 3. linear growth: 100 KB vs 1 MB (and 10 MB)")
+    sizes = {"100 KB": value_text(100_000), "1 MB": big, "10 MB": value_text(10_000_000)}
+    print(f"{'mode':18} {'100 KB s':>10} {'1 MB s':>10} {'ratio':>7} {'10 MB s':>10} {'ratio':>7}")
     for label, chunk in (("batch", 0), ("stream, 30 chars", 30), ("stream, 1 char", 1)):
         timed = []
-        for text in (small, big):
+        for name, text in sizes.items():
+            if name == "10 MB" and (quick or chunk == 1):
+                continue
             if chunk:
                 pieces = chunks(text, chunk)
                 timed.append(median_time(lambda p=pieces: ours_stream(p), repeats))
             else:
                 timed.append(median_time(lambda t=text: ours_batch(t), repeats))
-        print(f"{label:24} {timed[0]:>10.4f} {timed[1]:>10.4f} {timed[1] / timed[0]:>6.1f}x")
+        row = f"{label:18} {timed[0]:>10.4f} {timed[1]:>10.4f} {timed[1] / timed[0]:>6.1f}x"
+        if len(timed) > 2:
+            row += f" {timed[2]:>10.4f} {timed[2] / timed[1]:>6.1f}x"
+        print(row)
 
     if theirs is None:
         print("\ntransformers is not installed: no comparison")

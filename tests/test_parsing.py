@@ -512,6 +512,17 @@ def test_stream_ids_match_the_result_and_finish_reason_is_honoured() -> None:
     assert "".join(e.text for e in deltas) == "Paris"
 
 
+def test_long_undecided_text_streams_the_same() -> None:
+    """Texts that must be held back for long (a JSON call, a value that may split at <parameter=mode>)."""
+    code = "for i in range(10):\n    print(i < 5)\n" * 100
+    json_call = '<tool_call>\n{"name": "write_file", "arguments": {"content": ' + json.dumps(code) + "}}\n</tool_call>"
+    split = "<function=write_file>\n<parameter=content>\nstart\n<parameter=mode>\n" + code + "</function>"
+    text_tag = "<function=write_file>\n<parameter=content>\n<parameter=mode>\n" + code + "</parameter>\n</function>"
+    assert parse(json_call, TOOLS).tool_calls[0].arguments == {"content": code}
+    assert parse(split, TOOLS).tool_calls[0].arguments == {"content": "start", "mode": code[:-1]}
+    assert parse(text_tag, TOOLS).tool_calls[0].arguments == {"content": "<parameter=mode>\n" + code[:-1]}
+
+
 def test_stream_lifecycle() -> None:
     parser = StreamParser()
     parser.feed("Hello")
@@ -587,3 +598,23 @@ def test_normalize_text() -> None:
     assert normalize_text("plain text") == "plain text"
     assert normalize_text("unclosed ```code\\n") == "unclosed ```code\\n"
     assert parse_output("a\\nb").content == "a\\nb"  # opt-in: the parser leaves text alone
+
+
+def test_docs_examples_run() -> None:
+    import doctest
+    import re
+    from pathlib import Path
+
+    import agentcpm.parsing
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "parsing.md").read_text(encoding="utf-8")
+    namespace = {name: getattr(agentcpm.parsing, name) for name in agentcpm.parsing.__all__}
+    failures = 0
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        if ">>>" in block:
+            test = doctest.DocTestParser().get_doctest(block, namespace, "parsing.md", "docs/parsing.md", 0)
+            runner = doctest.DocTestRunner()
+            runner.run(test, clear_globs=False)
+            namespace.update(test.globs)
+            failures += runner.failures
+    assert failures == 0
