@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .backends.base import move_tool_images
 from .errors import (
     AgentCancelled,
+    BackendError,
     ConfigurationError,
     MaxStepsExceeded,
     OutputValidationError,
@@ -494,6 +495,10 @@ class _Run:
             if self.transcript is not None:
                 self.transcript.end(output=_jsonable(output), usage=self.usage.__dict__)
             yield RunFinished(result)
+        except BackendError as exc:
+            # The server failed mid-run: the error stays what it is, with the conversation so far attached.
+            exc.messages = list(self.messages)  # type: ignore[attr-defined]
+            raise
         except (asyncio.CancelledError, KeyboardInterrupt) as exc:
             raise AgentCancelled(
                 f"the run was {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'cancelled'} at step "

@@ -629,6 +629,15 @@ def test_a_tool_returning_a_broken_image_is_an_error_result():
     assert result.messages[2].text.startswith("broken failed: ImageError")
 
 
+def test_a_backend_failure_mid_run_keeps_its_type_and_carries_the_messages():
+    from agentcpm.errors import ServerError
+
+    agent, _ = make([call("get_weather", location="Rome"), ServerError("503 from the server", 503)], [get_weather])
+    with pytest.raises(ServerError) as info:
+        agent.run("Weather in Rome?")
+    assert [m.role for m in info.value.messages] == ["user", "assistant", "tool"]
+
+
 def test_model_events_come_from_the_client():
     agent, _ = make([Reply("Hello there.", chunk_size=3)], [])
     events = list(agent.stream("hi"))
