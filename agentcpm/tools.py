@@ -192,13 +192,17 @@ def _build_model(fn: Callable[..., Any], skip_first: bool) -> tuple[type[BaseMod
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise ToolDefinitionError(f"cannot read the signature of {qualname}: {exc}") from exc
+    # The function that holds the annotations: the wrapped one of a partial, __call__ of a callable object.
+    source = fn.func if isinstance(fn, functools.partial) else fn
+    if not (inspect.isfunction(source) or inspect.ismethod(source)):
+        source = getattr(type(source), "__call__", source)  # noqa: B004 - the class's __call__, not callable()
     try:
-        hints = get_type_hints(fn, include_extras=True)
+        hints = get_type_hints(source, include_extras=True)
     except Exception as exc:
         raise ToolDefinitionError(
             f"cannot resolve the type hints of {qualname}: {exc}; define the types it names at module level"
         ) from exc
-    description, docs = parse_docstring(inspect.getdoc(fn))
+    description, docs = parse_docstring((inspect.getdoc(source) if source is not fn else None) or inspect.getdoc(fn))
     fields: dict[str, Any] = {}
     positional: list[str] = []
     parameters = list(signature.parameters.values())
@@ -498,7 +502,7 @@ class Tool:
     def __get__(self, instance: Any, owner: Any = None) -> Tool:
         if instance is None or not self._skip_self:
             return self
-        cache = instance.__dict__.setdefault("__agentcpm_tools__", {})
+        cache = getattr(instance, "__dict__", {}).setdefault("__agentcpm_tools__", {})  # {}: __slots__ classes
         bound = cache.get(self.name)
         if bound is None:
             bound = copy.copy(self)

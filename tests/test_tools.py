@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import json
 import threading
 from dataclasses import dataclass
@@ -231,6 +232,47 @@ def test_methods_decorated_in_a_class_and_bound_methods():
     bound = tool(b.get)
     assert bound.parameters["properties"] == {}
     assert bound.call({}) == 101
+
+
+def test_callable_objects_partials_and_slotted_classes():
+    class Adder:
+        """Adds a constant."""
+
+        def __call__(self, a: int) -> int:
+            """Add five.
+
+            Args:
+                a: A number.
+            """
+            return a + 5
+
+    adder = tool(name="add5")(Adder())
+    assert adder.description == "Add five."
+    assert adder.parameters["properties"]["a"] == {"type": "integer", "description": "A number."}
+    assert adder.call({"a": 1}) == 6
+
+    def power(base: int, exp: int) -> int:
+        """Raise a number to a power.
+
+        Args:
+            base: The base.
+        """
+        return base**exp
+
+    square = tool(name="square")(functools.partial(power, exp=2))
+    assert square.description == "Raise a number to a power."
+    assert square.parameters["required"] == ["base"]
+    assert square.call({"base": 3}) == 9
+
+    class Slotted:
+        __slots__ = ()
+
+        @tool
+        def echo(self, x: int) -> int:
+            """Echo."""
+            return x
+
+    assert Slotted().echo.call({"x": 2}) == 2
 
 
 def test_from_openai_uses_the_hand_written_schema_and_checks_it():
