@@ -446,3 +446,16 @@ def test_bad_configuration_is_refused_early() -> None:
     with pytest.raises(ConfigurationError, match="tool_mode"):
         RemoteBackend(URL, tool_mode="json")  # type: ignore[arg-type]
     assert RemoteBackend(URL, dialect="llama.cpp").dialect.name == "llamacpp"  # type: ignore[union-attr]
+
+
+@respx.mock
+def test_streamed_calls_without_indexes() -> None:
+    pieces = [
+        chunk({"tool_calls": [{"id": "a", "function": {"name": "get_weather", "arguments": '{"city"'}}]}),
+        chunk({"tool_calls": [{"function": {"arguments": ': "Lima"}'}}]}),
+        chunk({"tool_calls": [{"id": "b", "function": {"name": "get_weather", "arguments": '{"city": "Kyiv"}'}}]}),
+        chunk({}, "tool_calls"),
+    ]
+    respx.post(CHAT).respond(content=sse(*pieces), headers={"content-type": "text/event-stream"})
+    completion = final(list(client().stream("w", tools=[WEATHER])))
+    assert [(c.id, c.arguments) for c in completion.tool_calls] == [("a", {"city": "Lima"}), ("b", {"city": "Kyiv"})]

@@ -666,8 +666,8 @@ class _Assembler:
 
     def _structured(self, item: dict[str, Any], position: int) -> list[StreamEvent]:
         key = item.get("index")
-        if key is None:  # plain replies (and some servers) number calls by position
-            key = item.get("id") or position
+        if key is None:  # plain replies list whole calls; a stream without indexes continues the last call
+            key = item.get("id") or (next(reversed(self.calls), 0) if self.streamed else position)
         call = self.calls.get(key)
         if call is None:
             call = self.calls[key] = _StructuredCall(len(self.calls))
