@@ -38,6 +38,8 @@ SCRIPT = textwrap.dedent(
             print("READY", flush=True)
 
     mode = sys.argv[1]
+    streaming = mode.startswith("stream-")
+    mode = mode.removeprefix("stream-")
     if mode == "tool":
         script, tools = [call("slow"), "never"], [slow]
     elif mode == "model":
@@ -46,7 +48,7 @@ SCRIPT = textwrap.dedent(
         script, tools = [call("transfer", amount=5), "ok"], [transfer]
     agent = Agent(Client(backend=ScriptedBackend(script)), tools=tools, approval="ask", on_event=ready)
     try:
-        result = agent.run("go")
+        result = list(agent.stream("go"))[-1].result if streaming else agent.run("go")
     except AgentCancelled as exc:
         print("CANCELLED", [m.role for m in exc.messages], exc.messages[-1].text, flush=True)
         sys.exit(3)
@@ -77,16 +79,18 @@ def interrupt_when_ready(process: subprocess.Popen) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_a_tool_runs_stops_the_run_and_keeps_the_messages(tmp_path):
-    process = start(tmp_path, "tool")
+@pytest.mark.parametrize("mode", ["tool", "stream-tool"])
+def test_ctrl_c_while_a_tool_runs_stops_the_run_and_keeps_the_messages(tmp_path, mode):
+    process = start(tmp_path, mode)
     out, err = interrupt_when_ready(process)
     assert process.returncode == 3, err
     assert out.strip() == "CANCELLED ['user', 'assistant', 'tool'] Cancelled by the user before it finished."
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_the_model_streams_stops_the_run(tmp_path):
-    process = start(tmp_path, "model")
+@pytest.mark.parametrize("mode", ["model", "stream-model"])
+def test_ctrl_c_while_the_model_streams_stops_the_run(tmp_path, mode):
+    process = start(tmp_path, mode)
     out, err = interrupt_when_ready(process)
     assert process.returncode == 3, err
     assert out.strip() == "CANCELLED ['user'] go"
