@@ -36,9 +36,8 @@ class Report:
         self.console.print(f"[green]ok[/]    {what}: {escape(detail)}", highlight=False, soft_wrap=True)
 
     def warn(self, what: str, detail: str, fix: str) -> None:
-        self.console.print(
-            f"[yellow]warn[/]  {what}: {escape(detail)} -> {escape(fix)}", highlight=False, soft_wrap=True
-        )
+        advice = f" -> {escape(fix)}" if fix else ""
+        self.console.print(f"[yellow]warn[/]  {what}: {escape(detail)}{advice}", highlight=False, soft_wrap=True)
 
     def fail(self, what: str, detail: str, fix: str) -> None:
         self.failed = True
@@ -127,13 +126,12 @@ def check_display(report: Report) -> None:
     try:
         from ..screen import list_monitors
 
-        monitors = list_monitors()
-    except Exception as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        report.warn("display", f"cannot capture the screen ({detail})", "run in a desktop session (set $DISPLAY)")
+        monitors = [m for m in list_monitors() if m.index != 0]  # index 0 is the box around all of them
+    except Exception as exc:  # the screen's own message says what to do
+        report.warn("display", str(exc).strip() or type(exc).__name__, "")
         return
-    sizes = ", ".join(f"{m.width}x{m.height}" for m in monitors if getattr(m, "index", 1) != 0)
-    report.ok("display", f"{len(monitors)} monitor(s) can be captured: {sizes or 'unknown size'}")
+    sizes = ", ".join(f"{m.width}x{m.height}" for m in monitors)
+    report.ok("display", f"{len(monitors)} monitor{'s' * (len(monitors) != 1)} can be captured ({sizes})")
 
 
 def doctor(args: argparse.Namespace) -> int:

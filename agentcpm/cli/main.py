@@ -324,7 +324,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     images = load_images(args.image)
     tools = build_tools(args)
     console = Console(highlight=False)
-    view = TurnView(console, show_reasoning=args.thinking)
+    view = TurnView(console, show_reasoning=args.thinking, markdown=console.is_terminal)
     approval: Any = approval_prompt(console, lambda: view) if args.approve == "ask" else args.approve
     with make_client(args) as client:
         agent = Agent(client, tools=tools, max_steps=args.max_steps, approval=approval)

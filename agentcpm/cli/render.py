@@ -74,10 +74,10 @@ def format_usage(usage: Any, label: str = "") -> str:
     """One line from a :class:`~agentcpm.types.Usage` (one request) or an agent run's usage: tokens in and
     out, requests and tool calls when counted, time, speed."""
     parts = [f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"]
-    for name in ("requests", "tool_calls"):
+    for name, word in (("requests", "request"), ("tool_calls", "tool call")):
         count = getattr(usage, name, None)
         if count:
-            parts.append(f"{count} {name.replace('_', ' ')}")
+            parts.append(f"{count} {word}{'s' * (count != 1)}")
     if usage.duration:
         parts.append(f"{usage.duration:.2f} s")
     first = getattr(usage, "time_to_first_token", None)
