@@ -473,6 +473,7 @@ def test_cut_off_call_is_incomplete_only_with_finish_reason_length() -> None:
         "<function=f><parameter=o>\n" + "[" * 5000 + "\n</parameter></function>",
         "<think><think></think></think><tool_call><tool_call></tool_call>",
     ],
+    ids=lambda text: repr(text[:24]),
 )
 def test_never_raises_on_garbage(text: str) -> None:
     tools = [{"name": "f", "parameters": {"properties": {"o": {"type": "object"}, "x": {"type": "integer"}}}}]
