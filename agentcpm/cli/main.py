@@ -208,6 +208,11 @@ def build_tools(args: argparse.Namespace) -> list[Any]:
     return screen_tools(actions="gui" in names, max_slice_nums=args.max_slice_nums, downsample_mode=args.downsample)
 
 
+def gui(args: argparse.Namespace) -> bool:
+    """True when the GUI actions were asked for: they then run one at a time, in the model's order."""
+    return "gui" in (args.tools or "")
+
+
 def display_available() -> bool:
     """True when a screen can be captured here."""
     try:
@@ -327,7 +332,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     view = TurnView(console, show_reasoning=args.thinking, markdown=console.is_terminal)
     approval: Any = approval_prompt(console, lambda: view) if args.approve == "ask" else args.approve
     with make_client(args) as client:
-        agent = Agent(client, tools=tools, max_steps=args.max_steps, approval=approval)
+        agent = Agent(
+            client, tools=tools, max_steps=args.max_steps, approval=approval, parallel_tool_calls=not gui(args)
+        )
         result = play(view, agent.stream(task, images=images, transcript=args.transcript))
     if result is not None:
         steps = len(result.steps)

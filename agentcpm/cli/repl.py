@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..types import ImagePart, Message, Usage
-from .main import approval_prompt, build_tools, friendly_error, image_source, load_images, make_client, screenshot
+from .main import approval_prompt, build_tools, friendly_error, gui, image_source, load_images, make_client, screenshot
 from .render import TurnView, format_usage, play, preview
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
@@ -116,10 +116,11 @@ class Repl:
             self.tools = build_tools(self.args)
         approve = self.args.approve
         approval: Any = approval_prompt(self.console, lambda: self.view) if approve == "ask" else approve
-        self.agent = Agent(self.client, tools=self.tools, approval=approval)
+        self.agent = Agent(self.client, tools=self.tools, approval=approval, parallel_tool_calls=not gui(self.args))
         where = self.client.base_url or "in-process"
         tools = ", ".join(t.name for t in self.tools) or "none"
-        banner = f" · {self.client.model or 'model'} ({where}) · tools: {tools}"
+        model = self.client.model or getattr(self.client.backend, "model", None)
+        banner = f" · {f'{model} ({where})' if model else where} · tools: {tools}"
         self.console.print(Text.assemble(("agentcpm", "bold"), banner))
         self.console.print("[dim]/help lists the commands · Ctrl-C stops an answer · Ctrl-D leaves[/]")
 
