@@ -182,3 +182,20 @@ def test_the_button_is_where_tk_put_it(display, app):
     # The geometry the GUI tests rely on: the button face differs from the white background.
     shot = capture(region=BUTTON)
     assert shot.image.getpixel((100, 5)) != WHITE
+
+
+def test_a_restarted_x_server_is_reconnected(monkeypatch):
+    from xdisplay import Xvfb
+
+    with Xvfb(320, 240) as first:
+        monkeypatch.setenv("DISPLAY", first.name)
+        assert capture().image.size == (320, 240)
+    # The server is gone: a typed error, not a crash or a hang.
+    with pytest.raises(DisplayError):
+        capture()
+    # A new server on the same display number: the next capture connects to it.
+    server = Xvfb(400, 300)
+    monkeypatch.setattr("xdisplay.free_display_number", lambda: int(first.name[1:]))
+    with server:
+        assert server.name == first.name
+        assert capture().image.size == (400, 300)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -60,6 +61,13 @@ def _grabber() -> Any:
     return grabber
 
 
+def _forget_grabber() -> None:
+    grabber = getattr(_local, "instances", {}).pop(os.environ.get("DISPLAY"), None)
+    if grabber is not None:
+        with contextlib.suppress(Exception):
+            grabber.close()
+
+
 def list_monitors() -> list[Monitor]:
     """The monitors: index 0 is the box around all of them (the whole desktop), then 1, 2, ... as mss numbers them.
 
@@ -71,6 +79,7 @@ def list_monitors() -> list[Monitor]:
     except DisplayError:
         raise
     except Exception as exc:
+        _forget_grabber()
         raise DisplayError(f"cannot list the monitors ({exc})") from exc
     if not infos:
         raise DisplayError("the display reports no monitors")
@@ -286,6 +295,7 @@ def capture(
     try:
         grabbed = grabber.grab(bounds)
     except Exception as exc:
+        _forget_grabber()  # a restarted X server needs a new connection: the next capture makes one
         raise DisplayError(f"screen capture of {area} failed ({exc})") from exc
     # mss gives BGRA rows; the raw decoder reads them straight into an RGB image (the one copy we need).
     image = Image.frombuffer("RGB", grabbed.size, grabbed.raw, "raw", "BGRX", 0, 1)
