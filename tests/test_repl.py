@@ -159,12 +159,16 @@ def test_errors_are_one_line_and_the_session_goes_on(terminal: Terminal, server:
     term.wait_for("error: no image at nowhere/cat.png: check the path")
     term.type("/frobnicate")
     term.wait_for("unknown command /frobnicate")
+    term.type("half a question", enter=False)
+    term.key("C-c")  # at the prompt: the line is dropped, the session stays
+    term.wait_for("(Ctrl-D or /exit leaves)")
     server.push(ServerReply(status=400, body={"error": {"message": "this request is not acceptable"}}))
     server.push("Recovered.")
     term.type("hello?")
     term.wait_for("this request is not acceptable")
     term.type("hello again")
     term.wait_for("Recovered.")
+    assert [r["messages"][-1]["content"] for r in server.requests] == ["hello?", "hello again"]
     term.key("C-d")
     deadline = time.monotonic() + 10
     while not term.dead():
@@ -211,6 +215,14 @@ def test_screen_tools_and_approval_on_a_display(tmp_path: Path, server: OpenAISe
         term.type("n")
         shown = term.wait_for("I was not allowed to click.")
         assert "✗ click failed" in shown
+
+        term.type("/screen")
+        term.wait_for("attached a screenshot of monitor 1")
+        server.push("A white screen.")
+        term.type("Describe it.")
+        shown = term.wait_for("A white screen.")
+        content = server.requests[-1]["messages"][-1]["content"]
+        assert [p["type"] for p in content] == ["image_url", "text"]
         assert "Traceback" not in shown
     finally:
         term.close()
