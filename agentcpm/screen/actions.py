@@ -3,8 +3,8 @@
 pynput is imported on first use; it needs a display (on X11, ``DISPLAY``) when it is imported.
 
 >>> desktop = Desktop()                  # doctest: +SKIP
->>> desktop.click(960, 540)
->>> desktop.press("ctrl+s")
+>>> desktop.click(960, 540)              # doctest: +SKIP
+>>> desktop.press("ctrl+s")              # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """Screenshots: grab the screen with mss, keep the geometry, encode once at the size the model uses.
 
->>> shot = capture(monitor=1)                          # doctest: +SKIP
->>> shot.to_screen(500, 500)                           # the centre of monitor 1, in screen coordinates
+The centre of monitor 1 in screen coordinates, and the shot resized for MiniCPM-V's slicing and encoded
+(cached on the shot):
+
+>>> shot = capture(monitor=1)            # doctest: +SKIP
+>>> shot.to_screen(500, 500)             # doctest: +SKIP
 (960, 540)
->>> shot.data_url()[:11]                               # resized for MiniCPM-V's slicing, cached
+>>> shot.data_url()[:11]                 # doctest: +SKIP
 'data:image/'
 """
 
@@ -272,7 +275,7 @@ def capture(
     :class:`~agentcpm.errors.DisplayError` when there is no display or no such monitor.
 
     >>> shot = capture(region=(0, 0, 800, 600), redact=[(600, 0, 200, 40)])   # doctest: +SKIP
-    >>> shot.image.size
+    >>> shot.image.size   # doctest: +SKIP
     (800, 600)
     """
     from PIL import Image
