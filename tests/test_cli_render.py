@@ -125,3 +125,14 @@ def test_options_go_before_or_after_the_command() -> None:
     assert isinstance(parse_args(["doctor"]), argparse.Namespace)
     with pytest.raises(SystemExit):
         parse_args(["watch", "q"])  # --every is required
+
+
+def test_arguments_show_while_the_call_is_written() -> None:
+    from agentcpm.types import ToolCallArgumentsDelta, ToolCallStarted
+
+    view = TurnView(Console(file=StringIO(), width=100))
+    view.show(ToolCallStarted(0, "c1", "type_text"))
+    view.show(ToolCallArgumentsDelta(0, "c1", "text", "Dear Sir,\nI am wri"))
+    live = StringIO()
+    Console(file=live, width=100).print(view)  # what the live region shows right now
+    assert "calling type_text(text='Dear Sir,\\nI am wri'" in live.getvalue()

@@ -120,7 +120,7 @@ class TurnView:
         self._text = ""
         self._status = "thinking…"
         self._live: Live | None = None
-        self._call_args: dict[int, str] = {}
+        self._calls: dict[int, tuple[str, dict[str, str]]] = {}
         self._saved_tty: Any = None
 
     # live region -------------------------------------------------------------------------------------
@@ -223,10 +223,15 @@ class TurnView:
                 self._write("reasoning", event.text)
         elif isinstance(event, ToolCallStarted):
             self._flush()
-            self._call_args[event.index] = ""
+            self._calls[event.index] = (event.name, {})
             self._status = f"calling {event.name}…"
-        elif isinstance(event, ToolCallArgumentsDelta):
-            self._call_args[event.index] = self._call_args.get(event.index, "") + event.text
+        elif isinstance(event, ToolCallArgumentsDelta) and event.index in self._calls:
+            # The arguments as they are written, so a long one (text to type) is seen before it runs.
+            name, arguments = self._calls[event.index]
+            key = event.parameter or ""
+            arguments[key] = arguments.get(key, "") + event.text
+            written = ", ".join(f"{k}={v!r}" if k else v for k, v in arguments.items())
+            self._status = f"calling {name}({' '.join(written.split())[:100]}…"
         elif isinstance(event, ToolCallFinished):
             self._show_call(event.call)
         elif isinstance(event, Completed):
