@@ -14,6 +14,7 @@ a white background; a red square at (100, 100, 200, 200); a green square at (160
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import queue
 import shutil
@@ -144,6 +145,10 @@ class TkApp:
         self.window = 0
 
     def __enter__(self) -> TkApp:
+        if importlib.util.find_spec("tkinter") is None:
+            import pytest
+
+            pytest.skip("tkinter is missing: `apt-get install python3-tk` (the test app is a Tk window)")
         self.process = subprocess.Popen(
             [sys.executable, "-c", TK_SCRIPT],
             env={**os.environ, "DISPLAY": self.display},
