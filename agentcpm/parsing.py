@@ -204,8 +204,19 @@ def _load_structured(text: str) -> Any:
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             pass
         else:
-            return list(value) if isinstance(value, tuple) else value
+            return _jsonable(value)
     raise ValueError("not JSON")
+
+
+def _jsonable(value: Any) -> Any:
+    """A Python literal as the JSON data it stands for: tuples and sets become lists, keys strings."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bytes, complex)):
+        return str(value)
+    return value
 
 
 def _try_type(kind: str, text: str) -> tuple[bool, Any]:
@@ -631,8 +642,7 @@ class StreamParser:
         assert call is not None
         call.name, call.json_arguments, call.json_error = parsed
         self._out.append(ToolCallStarted(call.index, call.id, call.name))
-        arguments = json.dumps(call.json_arguments, ensure_ascii=False, default=str)
-        self._out.append(ToolCallArgumentsDelta(call.index, call.id, None, arguments))
+        self._out.append(ToolCallArgumentsDelta(call.index, call.id, None, _json_text(call.json_arguments)))
         if end >= 0 or stop >= 0:
             self._advance(end if end >= 0 else stop)
             self._state = _AFTER

@@ -169,10 +169,10 @@ def test_json_form_events_and_sloppy_variants() -> None:
     }
     out = parse('<tool_call>\n{"name": "f", "arguments": {}}\nAnd some text after.')
     assert (out.tool_calls[0].name, out.content) == ("f", "And some text after.")
-    # Python repr, as older templates wrote it
-    assert parse("<tool_call>{'name': 'f', 'arguments': {'ok': True}}</tool_call>").tool_calls[0].arguments == {
-        "ok": True
-    }
+    # Python repr, as older templates wrote it (read as the JSON data it stands for)
+    assert parse("<tool_call>{'name': 'f', 'arguments': {'ok': True, 1: (2, 3)}}</tool_call>").tool_calls[
+        0
+    ].arguments == {"ok": True, "1": [2, 3]}
     # arguments written as JSON inside <function=...>
     out = parse(
         '<tool_call>\n<function=get_weather>\n{"city": "Oslo", "days": "2"}\n</function>\n</tool_call>', WEATHER
@@ -472,6 +472,8 @@ def test_cut_off_call_is_incomplete_only_with_finish_reason_length() -> None:
         "<tool_call>[" + "[" * 5000 + "</tool_call>",
         "<function=f><parameter=o>\n" + "[" * 5000 + "\n</parameter></function>",
         "<think><think></think></think><tool_call><tool_call></tool_call>",
+        "<tool_call>{'name': 'f', 'arguments': {1: {2, 3}, (4,): b'x', 'c': 1j}}</tool_call>",
+        "<function=f>\n{1: 2}\n</function>",
     ],
     ids=lambda text: repr(text[:24]),
 )

@@ -37,6 +37,7 @@ MARKUP = [
     "</think>",
     '{"name": "f", "arguments": ',
     '{"a": "1"}',
+    "{'name': 'g', 'arguments': {1: (2, {3})}}",
     "{",
     "}",
     '"',
