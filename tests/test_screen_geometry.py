@@ -3,8 +3,10 @@ HiDPI, and points and boxes parsed from model text."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
@@ -107,15 +109,22 @@ def _red_box(image: Image.Image) -> tuple[int, int, int, int]:
     return box
 
 
+@functools.cache
+def blank_shot(layout: str, index: int) -> Screenshot:
+    return shot_of(monitors_of(layout)[index])
+
+
+@settings(deadline=None)
 @given(st.sampled_from(sorted(LAYOUTS)), st.integers(1, 2), st.floats(0, 1), st.floats(0, 1))
 def test_screen_round_trips_are_exact(layout, index, fx, fy):
+    shot = blank_shot(layout, index)
     monitor = monitors_of(layout)[index]
-    shot = shot_of(monitor)
     x = monitor.left + min(monitor.width - 1, int(fx * monitor.width))
     y = monitor.top + min(monitor.height - 1, int(fy * monitor.height))
     assert shot.to_screen(*shot.from_screen(x, y)) == (x, y)
 
 
+@settings(deadline=None)
 @given(st.integers(0, 1000), st.integers(0, 1000))
 def test_model_points_stay_within_a_pixel(x, y):
     rect = Rect(-1920, 180, 1920, 1080)
