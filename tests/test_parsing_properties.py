@@ -175,7 +175,7 @@ def calls_and_tools(draw: Any) -> tuple[list[ToolCall], list[dict[str, Any]]]:
     return calls, schemas
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=100)
 @given(calls_and_tools())
 def test_render_then_parse_gives_the_calls_back(case: tuple[list[ToolCall], list[dict[str, Any]]]) -> None:
     calls, tools = case
