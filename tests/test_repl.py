@@ -151,6 +151,15 @@ def test_a_whole_session(terminal: Terminal, server: OpenAIServer, tmp_path: Pat
     history = (tmp_path / "state" / "agentcpm" / "history").read_text()
     assert "What does the word mean?" in history and "/exit" in history
 
+    again = start_chat(tmp_path, server, "--tools", "none")  # a new session recalls the old lines
+    try:
+        again.wait_for("you>")
+        again.key("Up")
+        again.key("Up")
+        again.wait_for("you> /usage")
+    finally:
+        again.close()
+
 
 def test_errors_are_one_line_and_the_session_goes_on(terminal: Terminal, server: OpenAIServer) -> None:
     term = terminal
