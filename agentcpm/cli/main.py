@@ -191,17 +191,24 @@ def screenshot(args: argparse.Namespace, monitor: int = 1) -> ImagePart:
     return capture(monitor=monitor).to_part(max_slice_nums=args.max_slice_nums, downsample_mode=args.downsample)
 
 
-def build_tools(args: argparse.Namespace) -> list[Any]:
-    """``--tools screen,gui`` -> the tools; not given -> the screen tools when a display can be captured.
-    GUI actions (click, type, ...) only when ``gui`` is named; they ask for approval before they act."""
-    spec = args.tools
-    names = {"screen"} if spec is None else {n.strip() for n in spec.split(",") if n.strip()} - {"none"}
+def tool_sets(args: argparse.Namespace) -> set[str]:
+    """``--tools screen,gui`` -> {"screen", "gui"}; not given -> {"screen"}; ``none`` -> nothing."""
+    if args.tools is None:
+        return {"screen"}
+    names = {name.strip() for name in args.tools.split(",") if name.strip()} - {"none"}
     unknown = names - {"screen", "gui"}
     if unknown:
         from ..errors import ConfigurationError
 
         raise ConfigurationError(f"unknown tool set(s) {', '.join(sorted(unknown))}: use screen, gui or none")
-    if not names or (spec is None and not display_available()):
+    return names
+
+
+def build_tools(args: argparse.Namespace) -> list[Any]:
+    """The tools ``--tools`` asks for; not given: the screen tools when a display can be captured.
+    GUI actions (click, type, ...) only when ``gui`` is named; they ask for approval before they act."""
+    names = tool_sets(args)
+    if not names or (args.tools is None and not display_available()):
         return []
     from ..screen.tools import screen_tools
 
@@ -210,7 +217,7 @@ def build_tools(args: argparse.Namespace) -> list[Any]:
 
 def gui(args: argparse.Namespace) -> bool:
     """True when the GUI actions were asked for: they then run one at a time, in the model's order."""
-    return "gui" in (args.tools or "")
+    return "gui" in tool_sets(args)
 
 
 def display_available() -> bool:
@@ -345,7 +352,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from ..screen import watch
 
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
     with make_client(args) as client:
         answers = watch(
             args.question,
@@ -356,13 +362,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
             client=client,
             timeout=args.timeout,
         )
-        for answer in answers:
+        for answer in answers:  # ends by itself at the timeout
             stamp = time.strftime("%H:%M:%S", time.localtime(answer.taken_at))
             print(f"[{stamp}] {answer.text.strip()}", flush=True)
-            if args.until is not None and answer.done:
+            if answer.done:
                 return 0
-            if deadline is not None and time.monotonic() >= deadline:
-                break
     if args.until is None:
         return 0
     print(f"timed out after {args.timeout:g} s: no answer contained {args.until!r}", file=sys.stderr)
