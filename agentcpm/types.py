@@ -100,18 +100,30 @@ class ImagePart(BaseModel):
             self._image = _images.load_image(self.source, max_pixels=self.max_pixels)
         return self._image
 
-    def data_url(self, fmt: _images.ImageFormat = "auto", *, max_slice_nums: int | None = None) -> str:
-        """The image resized for the model and encoded as a ``data:`` URL."""
+    def data_url(
+        self,
+        fmt: _images.ImageFormat = "auto",
+        *,
+        max_slice_nums: int | None = None,
+        downsample_mode: _images.DownsampleMode | None = None,
+    ) -> str:
+        """The image resized to what the model uses with these settings, encoded as a ``data:`` URL."""
         return _images.image_to_data_url(
-            self.open(), fmt=fmt, max_slice_nums=max_slice_nums, max_pixels=self.max_pixels
+            self.open(),
+            fmt=fmt,
+            max_slice_nums=max_slice_nums,
+            max_pixels=self.max_pixels,
+            downsample_mode=downsample_mode,
         )
 
-    def to_openai(self, *, max_slice_nums: int | None = None) -> dict[str, Any]:
+    def to_openai(
+        self, *, max_slice_nums: int | None = None, downsample_mode: _images.DownsampleMode | None = None
+    ) -> dict[str, Any]:
         """An OpenAI ``image_url`` part: URLs pass through, everything else becomes a data URL."""
         if self.is_url or (isinstance(self.source, str) and self.source.startswith("data:")):
             url = self.source
         else:
-            url = self.data_url(max_slice_nums=max_slice_nums)
+            url = self.data_url(max_slice_nums=max_slice_nums, downsample_mode=downsample_mode)
         return {"type": "image_url", "image_url": {"url": url}}
 
     def __eq__(self, other: object) -> bool:
@@ -316,7 +328,9 @@ class Message(BaseModel):
         return [p for p in self.content if isinstance(p, VideoPart)]
 
     # OpenAI format -----------------------------------------------------------------------------------
-    def to_openai(self, *, max_slice_nums: int | None = None) -> dict[str, Any]:
+    def to_openai(
+        self, *, max_slice_nums: int | None = None, downsample_mode: _images.DownsampleMode | None = None
+    ) -> dict[str, Any]:
         """This message as an OpenAI chat message dict (images as data URLs unless they are URLs)."""
         out: dict[str, Any] = {"role": self.role}
         if len(self.content) == 1 and isinstance(self.content[0], TextPart):
@@ -325,7 +339,9 @@ class Message(BaseModel):
             out["content"] = None if (self.role == "assistant" and self.tool_calls) else ""
         else:
             out["content"] = [
-                p.to_openai(max_slice_nums=max_slice_nums) if isinstance(p, ImagePart) else p.to_openai()
+                p.to_openai(max_slice_nums=max_slice_nums, downsample_mode=downsample_mode)
+                if isinstance(p, ImagePart)
+                else p.to_openai()
                 for p in self.content
             ]
         if self.tool_calls:
@@ -371,8 +387,13 @@ def to_messages(messages: MessageInput) -> list[Message]:
     return [Message("user", m) if isinstance(m, str) else Message.from_openai(m) for m in messages]
 
 
-def to_openai_messages(messages: MessageInput, *, max_slice_nums: int | None = None) -> list[dict[str, Any]]:
-    return [m.to_openai(max_slice_nums=max_slice_nums) for m in to_messages(messages)]
+def to_openai_messages(
+    messages: MessageInput,
+    *,
+    max_slice_nums: int | None = None,
+    downsample_mode: _images.DownsampleMode | None = None,
+) -> list[dict[str, Any]]:
+    return [m.to_openai(max_slice_nums=max_slice_nums, downsample_mode=downsample_mode) for m in to_messages(messages)]
 
 
 # ---------------------------------------------------------------------------- tool schemas
