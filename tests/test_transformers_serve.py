@@ -48,7 +48,9 @@ def served(scripted_model_path: Path, tmp_path_factory: pytest.TempPathFactory) 
     """(base_url, model) of a running transformers serve."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(log.parent / "hf")}
+    # One torch thread: the tiny model's ops are microseconds, and on a busy CPU several threads per op
+    # spend far longer waiting for each other (about 8x slower generation here).
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(log.parent / "hf"), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(HERE / "transformers_serve.py"), str(scripted_model_path)]
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -58,7 +60,7 @@ def served(scripted_model_path: Path, tmp_path_factory: pytest.TempPathFactory) 
             env=env,
         )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while True:
             if process.poll() is not None:
                 pytest.fail(f"transformers serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
@@ -68,7 +70,7 @@ def served(scripted_model_path: Path, tmp_path_factory: pytest.TempPathFactory) 
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve did not start in 120 s:\n{log.read_text()[-3000:]}")
+                pytest.fail(f"transformers serve did not start in 240 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.3)
         yield f"http://127.0.0.1:{port}/v1", str(scripted_model_path)
     finally:
