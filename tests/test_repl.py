@@ -37,7 +37,7 @@ class Terminal:
         self.tmux("set-option", "-t", "main", "remain-on-exit", "on")
 
     def tmux(self, *args: str) -> str:
-        out = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["tmux", "-u", "-L", self.socket, *args], capture_output=True, text=True, timeout=10)
         return out.stdout
 
     def type(self, text: str, enter: bool = True) -> None:
