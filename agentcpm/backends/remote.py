@@ -59,7 +59,7 @@ from ..types import (
     Usage,
     new_call_id,
 )
-from .base import GenerationOptions, move_tool_images
+from .base import DownsampleMode, GenerationOptions, move_tool_images
 from .dialects import DIALECTS, STOP_TOKEN_IDS, Dialect, detect_dialect, get_dialect, tools_system_prompt
 
 log = logging.getLogger("agentcpm.remote")
@@ -232,7 +232,9 @@ class RemoteBackend:
     def _body(self, request: _Request) -> dict[str, Any]:
         dialect = self.dialect or DIALECTS["generic"]
         options, tools = request.options, request.tools
-        messages = self._images.encode(move_tool_images(request.messages), options.max_slice_nums)
+        messages = self._images.encode(
+            move_tool_images(request.messages), options.max_slice_nums, options.downsample_mode
+        )
         in_prompt = bool(tools) and self._prompt_tools(dialect)
         if in_prompt:
             messages = prompt_mode_messages(messages, tools)
@@ -771,30 +773,34 @@ class _ImageCache:
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
-        self._urls: OrderedDict[tuple[int, int | None], tuple[weakref.ref[ImagePart], str]] = OrderedDict()
+        self._urls: OrderedDict[tuple[int, int | None, str | None], tuple[weakref.ref[ImagePart], str]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def url(self, part: ImagePart, max_slice_nums: int | None) -> str:
-        key = (id(part), max_slice_nums)
+    def url(self, part: ImagePart, max_slice_nums: int | None, downsample_mode: DownsampleMode | None) -> str:
+        key = (id(part), max_slice_nums, downsample_mode)
         with self._lock:
             entry = self._urls.get(key)
             if entry is not None and entry[0]() is part:
                 self._urls.move_to_end(key)
                 return entry[1]
-        url = part.data_url(max_slice_nums=max_slice_nums)
+        url = part.data_url(max_slice_nums=max_slice_nums, downsample_mode=downsample_mode)
         with self._lock:
             self._urls[key] = (weakref.ref(part), url)
             while len(self._urls) > self.size:
                 self._urls.popitem(last=False)
         return url
 
-    def encode(self, messages: list[Message], max_slice_nums: int | None) -> list[Message]:
+    def encode(
+        self, messages: list[Message], max_slice_nums: int | None, downsample_mode: DownsampleMode | None
+    ) -> list[Message]:
         """The messages with local images replaced by data URLs (from the cache when sent before)."""
         out = []
         for message in messages:
             if any(_needs_encoding(p) for p in message.content):
                 parts = [
-                    ImagePart(self.url(p, max_slice_nums)) if isinstance(p, ImagePart) and _needs_encoding(p) else p
+                    ImagePart(self.url(p, max_slice_nums, downsample_mode))
+                    if isinstance(p, ImagePart) and _needs_encoding(p)
+                    else p
                     for p in message.content
                 ]
                 message = message.model_copy(update={"content": parts})
