@@ -132,14 +132,13 @@ class Repl:
             while True:
                 try:
                     line = self.read(self._prompt()).strip()
+                    if line and self.handle(line) is False:
+                        return 0
                 except EOFError:
                     self.console.print()
                     return 0
-                except KeyboardInterrupt:
+                except KeyboardInterrupt:  # at the prompt, or between two answers: the session goes on
                     self.console.print("\n[dim](Ctrl-D or /exit leaves)[/]")
-                    continue
-                if line and self.handle(line) is False:
-                    return 0
         finally:
             if history is not None:
                 history()
