@@ -1,11 +1,13 @@
 """The in-process backend: what agentcpm adds over transformers, and the real model's speed on this machine.
 
     python benchmarks/local_bench.py tiny [--repeats 20]
-    python benchmarks/local_bench.py full [--modes 16x 4x] [--max-tokens 16] [--dtype float32]
+    python benchmarks/local_bench.py full [--modes 16x 4x text] [--max-tokens 16] [--dtype float32]
+                                          [--threads N] [--folder DIR]
 
 ``tiny``: the tiny scripted checkpoint (tests/tiny_model.py) answers a question with an image and a tool
 by writing a tool call (~75 tokens). ``client.chat`` and the same work by hand (``apply_chat_template``,
-``generate``, ``decode``) take turns; printed are both medians and the overhead (target: at most 10%).
+``generate``, ``decode``) take turns; printed are both medians and the overhead (target: at most 10%), in
+wall time and in CPU time of the process (which other processes' load on a shared machine disturbs less).
 What the overhead buys: messages and images checked, a background generation thread with streaming and
 early stop, the tool-call parser, a typed Completion with usage. torch runs one thread here (fastest for
 a tiny model; see tests/conftest.py).
@@ -15,7 +17,8 @@ config without quantization) with random weights, which run exactly as fast as t
 screenshot (``max_slice_nums=36``) and a short question go through ``Client(model=PATH)``; printed per
 ``downsample_mode``: prompt tokens (image tokens included), time to first token, decode tokens/s and the
 process's peak memory while answering. The stop tokens are biased away so that exactly ``--max-tokens``
-tokens are decoded. Building the model takes a few GB of memory and disk (in a temporary folder).
+tokens are decoded. ``text`` measures a text-only prompt (the language model alone). Building the model takes
+a few GB of memory and disk (a temporary folder, or ``--folder`` to keep it for the next run).
 """
 
 from __future__ import annotations
@@ -120,17 +123,22 @@ def bench_tiny(repeats: int) -> None:
         return answer.raw
 
     assert by_hand() == with_agentcpm() == WEATHER_CALL  # same work, same answer
-    hand, ours = [], []
-    for _ in range(repeats):
-        for run, times in ((by_hand, hand), (with_agentcpm, ours)):
-            started = time.perf_counter()
+    wall: dict[str, list[float]] = {"hand": [], "agentcpm": []}
+    cpu: dict[str, list[float]] = {"hand": [], "agentcpm": []}
+    for index in range(repeats):
+        pair = [("hand", by_hand), ("agentcpm", with_agentcpm)]
+        for name, run in pair if index % 2 else pair[::-1]:  # alternate the order against drift
+            started, started_cpu = time.perf_counter(), time.process_time()
             run()
-            times.append(time.perf_counter() - started)
-    a, b = median_ms(hand), median_ms(ours)
-    print(f"tiny model, image 640x480 + tool, {repeats} runs each (medians):")
-    print(f"  processor + generate by hand  {a:8.1f} ms")
-    print(f"  client.chat                   {b:8.1f} ms")
-    print(f"  agentcpm overhead             {b - a:8.1f} ms  ({(b - a) / a * 100:+.1f}%, target <= +10%)")
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(time.process_time() - started_cpu)
+    print(f"tiny model, 640x480 image + tool -> 75-token tool call, {repeats} runs each (medians, ms):")
+    print("                                   wall      CPU (all threads)")
+    for label, name in (("processor + generate by hand", "hand"), ("client.chat", "agentcpm")):
+        print(f"  {label:30} {median_ms(wall[name]):8.1f}  {median_ms(cpu[name]):8.1f}")
+    for label, times in (("wall", wall), ("CPU", cpu)):
+        a, b = median_ms(times["hand"]), median_ms(times["agentcpm"])
+        print(f"  agentcpm overhead ({label:4})       {b - a:8.1f} ms ({(b - a) / a * 100:+.1f}%, target <= +10%)")
 
 
 # ---------------------------------------------------------------------------- full size: speed
@@ -167,6 +175,7 @@ def build_full_model(folder: Path) -> Path:
     from tiny_model import CHAT_TEMPLATE, PROCESSOR_CONFIG, build_tokenizer
     from transformers import GenerationConfig, MiniCPMV4_6Config, MiniCPMV4_6ForConditionalGeneration
 
+    folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     tokenizer.save_pretrained(folder)
     (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)
@@ -204,13 +213,16 @@ def build_full_model(folder: Path) -> Path:
     return folder
 
 
-def bench_full(modes: list[str], max_tokens: int, dtype: str) -> None:
+def bench_full(modes: list[str], max_tokens: int, dtype: str, threads: int | None, folder: Path | None) -> None:
     import torch
 
     from agentcpm import Client
 
+    if threads:
+        torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="agentcpm-full-") as tmp:
-        folder = build_full_model(Path(tmp))
+        if folder is None or not (folder / "config.json").exists():
+            folder = build_full_model(folder or Path(tmp))
         client = Client(model=str(folder), device="cpu", dtype=dtype)
         loaded = client.backend.load()  # type: ignore[attr-defined]
         print(
@@ -218,20 +230,18 @@ def bench_full(modes: list[str], max_tokens: int, dtype: str) -> None:
             f"{torch.get_num_threads()}; resident {memory_gib('VmRSS'):.2f} GiB"
         )
         image = screenshot()
-        print("mode  prompt tokens  TTFT (s)  decode tok/s  peak memory (GiB)")
+        print("prompt                    prompt tokens  TTFT (s)  decode tok/s  peak memory (GiB)")
         for mode in modes:
             peak_memory_reset()
-            answer = client.chat(
-                "Describe this screen.",
-                images=[image],
-                downsample_mode=mode,
-                max_slice_nums=36,
-                max_tokens=max_tokens,
-            )
+            if mode == "text":  # no image: the language model alone
+                label, images, options = "text only", [], {}
+            else:
+                label, images, options = f"1920x1080, {mode}", [image], {"downsample_mode": mode, "max_slice_nums": 36}
+            answer = client.chat("Describe this screen.", images=images, max_tokens=max_tokens, **options)
             usage = answer.usage
             assert usage.completion_tokens == max_tokens
             print(
-                f"{mode:4}  {usage.prompt_tokens:13}  {usage.time_to_first_token:8.1f}  "
+                f"{label:24}  {usage.prompt_tokens:13}  {usage.time_to_first_token:8.1f}  "
                 f"{usage.tokens_per_second:12.2f}  {memory_gib('VmHWM'):17.2f}",
                 flush=True,
             )
@@ -241,14 +251,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=["tiny", "full"])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--modes", nargs="+", default=["16x", "4x"], choices=["16x", "4x"])
+    parser.add_argument("--modes", nargs="+", default=["16x", "4x"], choices=["16x", "4x", "text"])
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--folder", type=Path, help="keep the built full-size model here and reuse it next time")
     args = parser.parse_args()
     if args.part == "tiny":
         bench_tiny(args.repeats)
     else:
-        bench_full(args.modes, args.max_tokens, args.dtype)
+        bench_full(args.modes, args.max_tokens, args.dtype, args.threads, args.folder)
 
 
 if __name__ == "__main__":

@@ -176,6 +176,18 @@ def test_stop_strings_and_length_limit(client):
     assert all(not call.complete for call in cut.tool_calls)
 
 
+def test_streamed_text_is_decoded_whole_characters_at_a_time():
+    from agentcpm.backends.local import _Detokenizer
+
+    tokenizer = build_tokenizer()  # one token per byte: every non-ASCII character arrives in pieces
+    text = "héllo 你好 🎉\n<tool_call>\n<parameter=x>\nü\n</parameter>"
+    ids = [*tokenizer.encode(text, add_special_tokens=False), tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    detokenizer = _Detokenizer(tokenizer)
+    pieces = [detokenizer.push([token]) for token in ids] + [detokenizer.flush()]
+    assert "".join(pieces) == text
+    assert "\ufffd" not in "".join(pieces)
+
+
 # ---------------------------------------------------------------------------- stopping early
 
 

@@ -251,7 +251,7 @@ def load_model(model: str, *, device: str | None = None, dtype: str | None = Non
 
         try:
             network = AutoModelForImageTextToText.from_pretrained(
-                checkpoint, dtype=getattr(torch, dtype), attn_implementation="sdpa"
+                checkpoint, dtype=getattr(torch, dtype), attn_implementation="sdpa", device_map=device
             )
         except ImportError as exc:
             method = _quantization(checkpoint)
@@ -262,7 +262,7 @@ def load_model(model: str, *, device: str | None = None, dtype: str | None = Non
                 package.group(1) if package else str(exc),
                 purpose=f"the {method.upper()}-quantized checkpoint {model} ({exc})",
             ) from exc
-        network = network.to(torch.device(device)).eval()
+        network.eval()
         processor = load_processor(checkpoint)
         loaded = LoadedModel(name, network, processor, device, dtype, time.perf_counter() - started)
         _MODELS[key] = loaded
@@ -350,29 +350,32 @@ class _Run:
 
 
 class _Detokenizer:
-    """Token ids in, text deltas out, holding back bytes of a character that is not complete yet."""
+    """Token ids in, text deltas out. Decodes only a short window of recent tokens each time, and holds back
+    the bytes of a character that is not complete yet."""
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        self.pending: list[int] = []
-        self.emitted = 0
+        self.ids: list[int] = []
+        self.prefix = 0  # the window starts here: its first tokens were already emitted ...
+        self.read = 0  # ... up to here
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def push(self, ids: list[int]) -> str:
-        self.pending += ids
-        text = self.tokenizer.decode(self.pending, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
+        self.ids += ids
+        done = self._decode(self.ids[self.prefix : self.read])
+        text = self._decode(self.ids[self.prefix :])
+        if len(text) <= len(done) or text.endswith("\ufffd"):
             return ""
-        delta = text[self.emitted :]
-        if text.endswith("\n"):
-            self.pending, self.emitted = [], 0
-        else:
-            self.emitted = len(text)
-        return delta
+        self.prefix, self.read = self.read, len(self.ids)
+        return text[len(done) :]
 
     def flush(self) -> str:
-        text = self.tokenizer.decode(self.pending, skip_special_tokens=True)
-        self.pending = []
-        return text[self.emitted :]
+        done = self._decode(self.ids[self.prefix : self.read])
+        text = self._decode(self.ids[self.prefix :])
+        self.prefix = self.read = len(self.ids)
+        return text[len(done) :]
 
 
 class _StopStrings:
