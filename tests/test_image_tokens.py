@@ -8,28 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from tiny_model import PROCESSOR_CONFIG
 
 from agentcpm.errors import ImageError
 from agentcpm.images import estimate_image_tokens, fit_for_model, model_image_size, slice_plan
 
 pytest.importorskip("transformers")
 
-CONFIG = {  # processor_config.json of openbmb/MiniCPM-V-4.6 (image_processor part)
-    "do_convert_rgb": True,
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "downsample_mode": "16x",
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_std": [0.5, 0.5, 0.5],
-    "max_slice_nums": 9,
-    "patch_size": 14,
-    "resample": 3,
-    "rescale_factor": 1 / 255,
-    "scale_resolution": 448,
-    "slice_mode": True,
-    "use_image_id": True,
-}
+CONFIG = {k: v for k, v in PROCESSOR_CONFIG["image_processor"].items() if k != "image_processor_type"}
 MODES = ("16x", "4x")
 
 
