@@ -1,7 +1,7 @@
 """The in-process backend: what agentcpm adds over transformers, and the real model's speed on this machine.
 
     python benchmarks/local_bench.py tiny [--repeats 20]
-    python benchmarks/local_bench.py full [--modes 16x 4x text] [--max-tokens 16] [--dtype float32]
+    python benchmarks/local_bench.py full [--modes 16x 4x text] [--max-tokens 16] [--dtype D] [--device D]
                                           [--threads N] [--folder DIR]
 
 ``tiny``: the tiny scripted checkpoint (tests/tiny_model.py) answers a question with an image and a tool
@@ -14,11 +14,12 @@ a tiny model; see tests/conftest.py).
 
 ``full``: MiniCPM-V 4.6 at full size (SigLIP2-400M vision, Qwen3.5-0.8B language model; the published
 config without quantization) with random weights, which run exactly as fast as trained ones. A 1920x1080
-screenshot (``max_slice_nums=36``) and a short question go through ``Client(model=PATH)``; printed per
-``downsample_mode``: prompt tokens (image tokens included), time to first token, decode tokens/s and the
-process's peak memory while answering. The stop tokens are biased away so that exactly ``--max-tokens``
-tokens are decoded. ``text`` measures a text-only prompt (the language model alone). Building the model takes
-a few GB of memory and disk (a temporary folder, or ``--folder`` to keep it for the next run).
+screenshot (``max_slice_nums=36``) and a short question go through ``Client(model=PATH, device=...)``
+(CPU unless ``--device``); printed per ``downsample_mode``: prompt tokens (image tokens included), time to
+first token, decode tokens/s and the process's peak memory while answering. The stop tokens are biased away
+so that exactly ``--max-tokens`` tokens are decoded. ``text`` measures a text-only prompt (the language model
+alone). Building the model takes a few GB of memory and disk (a temporary folder, or ``--folder`` to keep it
+for the next run).
 """
 
 from __future__ import annotations
@@ -213,7 +214,9 @@ def build_full_model(folder: Path) -> Path:
     return folder
 
 
-def bench_full(modes: list[str], max_tokens: int, dtype: str, threads: int | None, folder: Path | None) -> None:
+def bench_full(
+    modes: list[str], max_tokens: int, dtype: str, threads: int | None, folder: Path | None, device: str
+) -> None:
     import torch
 
     from agentcpm import Client
@@ -223,7 +226,7 @@ def bench_full(modes: list[str], max_tokens: int, dtype: str, threads: int | Non
     with tempfile.TemporaryDirectory(prefix="agentcpm-full-") as tmp:
         if folder is None or not (folder / "config.json").exists():
             folder = build_full_model(folder or Path(tmp))
-        client = Client(model=str(folder), device="cpu", dtype=dtype)
+        client = Client(model=str(folder), device=device, dtype=dtype)
         loaded = client.backend.load()  # type: ignore[attr-defined]
         print(
             f"loaded on {loaded.device} ({loaded.dtype}) in {loaded.load_seconds:.0f} s; torch threads: "
@@ -254,13 +257,14 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["16x", "4x"], choices=["16x", "4x", "text"])
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--folder", type=Path, help="keep the built full-size model here and reuse it next time")
     args = parser.parse_args()
     if args.part == "tiny":
         bench_tiny(args.repeats)
     else:
-        bench_full(args.modes, args.max_tokens, args.dtype, args.threads, args.folder)
+        bench_full(args.modes, args.max_tokens, args.dtype, args.threads, args.folder, args.device)
 
 
 if __name__ == "__main__":
