@@ -94,7 +94,8 @@ def bench_tiny(repeats: int) -> None:
     from agentcpm.backends.local import load_processor
 
     torch.set_num_threads(1)
-    folder = build_tiny_model(Path(tempfile.mkdtemp(prefix="agentcpm-bench-")) / "tiny", replies=TOOL_SCRIPT)
+    workdir = tempfile.TemporaryDirectory(prefix="agentcpm-bench-")
+    folder = build_tiny_model(Path(workdir.name) / "tiny", replies=TOOL_SCRIPT)
     image = Image.new("RGB", (640, 480), "white")
 
     client = Client(model=str(folder), device="cpu")
@@ -140,6 +141,7 @@ def bench_tiny(repeats: int) -> None:
     for label, times in (("wall", wall), ("CPU", cpu)):
         a, b = median_ms(times["hand"]), median_ms(times["agentcpm"])
         print(f"  agentcpm overhead ({label:4})       {b - a:8.1f} ms ({(b - a) / a * 100:+.1f}%, target <= +10%)")
+    workdir.cleanup()
 
 
 # ---------------------------------------------------------------------------- full size: speed
