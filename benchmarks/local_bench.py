@@ -5,12 +5,12 @@
                                           [--threads N] [--folder DIR]
 
 ``tiny``: the tiny scripted checkpoint (tests/tiny_model.py) answers a question with an image and a tool
-by writing a tool call (~75 tokens). ``client.chat`` and the same work by hand (``apply_chat_template``,
-``generate``, ``decode``) take turns; printed are both medians and the overhead (target: at most 10%), in
-wall time and in CPU time of the process (which other processes' load on a shared machine disturbs less).
-What the overhead buys: messages and images checked, a background generation thread with streaming and
-early stop, the tool-call parser, a typed Completion with usage. torch runs one thread here (fastest for
-a tiny model; see tests/conftest.py).
+by writing a tool call (~75 tokens). The same work by hand (``apply_chat_template``, ``generate``, ``decode``),
+``client.chat`` and ``client.stream`` (all events drained) take turns; printed are the medians and the overhead
+(target: at most 10%), in wall time and in CPU time of the process (which other processes' load on a shared
+machine disturbs less). What the overhead buys: messages and images checked, early stop, the tool-call parser,
+a typed Completion with usage, and for ``stream`` a background generation thread handing tokens over in
+batches. torch runs one thread here (fastest for a tiny model; see tests/conftest.py).
 
 ``full``: MiniCPM-V 4.6 at full size (SigLIP2-400M vision, Qwen3.5-0.8B language model; the published
 config without quantization) with random weights, which run exactly as fast as trained ones. A 1920x1080
@@ -124,23 +124,32 @@ def bench_tiny(repeats: int) -> None:
         assert answer.tool_calls[0].arguments == {"city": "Paris"}
         return answer.raw
 
-    assert by_hand() == with_agentcpm() == WEATHER_CALL  # same work, same answer
-    wall: dict[str, list[float]] = {"hand": [], "agentcpm": []}
-    cpu: dict[str, list[float]] = {"hand": [], "agentcpm": []}
+    def streaming() -> str:
+        events = list(client.stream(WEATHER_QUESTION, images=[image], tools=[WEATHER_TOOL], max_tokens=200))
+        return events[-1].completion.raw  # type: ignore[union-attr]
+
+    assert by_hand() == with_agentcpm() == streaming() == WEATHER_CALL  # same work, same answer
+    runs = [("hand", by_hand), ("agentcpm", with_agentcpm), ("stream", streaming)]
+    wall: dict[str, list[float]] = {name: [] for name, _ in runs}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in runs}
     for index in range(repeats):
-        pair = [("hand", by_hand), ("agentcpm", with_agentcpm)]
-        for name, run in pair if index % 2 else pair[::-1]:  # alternate the order against drift
+        for name, run in runs[index % 3 :] + runs[: index % 3]:  # rotate the order against drift
             started, started_cpu = time.perf_counter(), time.process_time()
             run()
             wall[name].append(time.perf_counter() - started)
             cpu[name].append(time.process_time() - started_cpu)
     print(f"tiny model, 640x480 image + tool -> 75-token tool call, {repeats} runs each (medians, ms):")
     print("                                   wall      CPU (all threads)")
-    for label, name in (("processor + generate by hand", "hand"), ("client.chat", "agentcpm")):
+    for label, name in (
+        ("processor + generate by hand", "hand"),
+        ("client.chat", "agentcpm"),
+        ("client.stream", "stream"),
+    ):
         print(f"  {label:30} {median_ms(wall[name]):8.1f}  {median_ms(cpu[name]):8.1f}")
-    for label, times in (("wall", wall), ("CPU", cpu)):
-        a, b = median_ms(times["hand"]), median_ms(times["agentcpm"])
-        print(f"  agentcpm overhead ({label:4})       {b - a:8.1f} ms ({(b - a) / a * 100:+.1f}%, target <= +10%)")
+    for api, name in (("chat", "agentcpm"), ("stream", "stream")):
+        for label, times in (("wall", wall), ("CPU", cpu)):
+            a, b = median_ms(times["hand"]), median_ms(times[name])
+            print(f"  {api:6} overhead ({label:4})       {b - a:8.1f} ms ({(b - a) / a * 100:+.1f}%, target <= +10%)")
     workdir.cleanup()
 
 

@@ -15,11 +15,10 @@ import asyncio
 import json
 import logging
 import os
-import queue
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from ..errors import BackendError, BadRequestError, ConfigurationError, MissingDependencyError, ModelNotFoundError
 from ..parsing import StreamParser
 from ..types import Completed, Completion, ImagePart, Message, StreamEvent, TextPart, Usage, VideoPart
-from .base import GenerationOptions, afinal_completion, final_completion, move_tool_images
+from .base import GenerationOptions, final_completion, move_tool_images
 
 logger = logging.getLogger("agentcpm.local")
 
@@ -279,22 +278,18 @@ def unload_models() -> None:
 
 
 class _Run:
-    """One ``generate`` call on a background thread, streaming token ids out and stoppable at any token.
-
-    The caller acquires the model's lock before :meth:`start`; the thread releases it when generation ends,
-    so a cancelled run frees the model as soon as the current token is done.
+    """One ``generate`` call, stoppable at any token: :meth:`cancel` (from any thread) ends it after the
+    current token. :meth:`generate` runs on the calling thread and hands token ids to ``on_tokens`` as they come.
     """
 
-    def __init__(self, loaded: LoadedModel, inputs: Any, kwargs: dict[str, Any], notify: Any = None) -> None:
+    def __init__(self, loaded: LoadedModel, inputs: Any, kwargs: dict[str, Any]) -> None:
         self.loaded, self.inputs, self.kwargs = loaded, inputs, kwargs
         self.cancelled = threading.Event()
-        self.tokens: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
-        self.notify = notify  # called (from the generation thread) after each queue put
-        self.error: BaseException | None = None
+        self.on_tokens: Callable[[list[int]], Any] = lambda ids: None
+        self.error: Exception | None = None
         self.generated = 0
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
-        self.thread = threading.Thread(target=self._generate, name="agentcpm-generate", daemon=True)
         self._prompt_seen = False
 
     # the streamer interface of transformers.generate
@@ -308,15 +303,10 @@ class _Run:
             self.first_token_at = now
         self.last_token_at = now
         self.generated += len(ids)
-        self._push(ids)
+        self.on_tokens(ids)
 
     def end(self) -> None:
         pass
-
-    def _push(self, item: list[int] | None) -> None:
-        self.tokens.put(item)
-        if self.notify is not None:
-            self.notify()
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         """The stopping criterion of transformers.generate: True once :meth:`cancel` was called."""
@@ -324,7 +314,10 @@ class _Run:
 
         return torch.full((input_ids.shape[0],), self.cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
 
-    def _generate(self) -> None:
+    def generate(self, on_tokens: Callable[[list[int]], Any]) -> None:
+        """Generate on this thread. The caller holds the model's lock; it is released here when generation
+        ends. A failure is kept in :attr:`error`; Ctrl-C (KeyboardInterrupt) goes through."""
+        self.on_tokens = on_tokens
         try:
             import torch
             from transformers import StoppingCriteriaList, set_seed
@@ -336,17 +329,68 @@ class _Run:
                 self.loaded.model.generate(
                     **self.inputs, **self.kwargs, streamer=self, stopping_criteria=StoppingCriteriaList([self])
                 )
-        except BaseException as exc:  # reported to the consumer, which raises it in its own thread
+        except Exception as exc:  # reported by _Answer.finish as a BackendError
             self.error = exc
         finally:
             self.loaded.lock.release()
-            self._push(None)
-
-    def start(self) -> None:
-        self.thread.start()
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+
+class _Batches:
+    """Token ids handed from a generation thread to a reader in batches. Waking the reader costs a thread
+    switch and the GIL (0.5 to 1 ms per token on a small CPU, more than a tiny model's token), so the reader
+    is woken for the first token, then only once ``BATCH_SECONDS`` have passed since the last wake-up, and at
+    the end. A model slower than that per token hands over every token at once; a faster one holds a token
+    back by at most ``BATCH_SECONDS`` and one token's time."""
+
+    BATCH_SECONDS = 0.05
+
+    def __init__(self, wake: Callable[[], Any]) -> None:
+        self.wake = wake
+        self.lock = threading.Lock()
+        self.ids: list[int] = []
+        self.done = False
+        self.woken_at: float | None = None
+
+    def put(self, ids: list[int]) -> None:
+        with self.lock:
+            self.ids += ids
+        now = time.perf_counter()
+        if self.woken_at is None or now - self.woken_at >= self.BATCH_SECONDS:
+            self.woken_at = now
+            self.wake()
+
+    def close(self) -> None:
+        with self.lock:
+            self.done = True
+        self.wake()
+
+    def take(self) -> tuple[list[int], bool]:
+        """The ids handed over since the last call, and whether generation has ended."""
+        with self.lock:
+            ids, self.ids = self.ids, []
+            return ids, self.done
+
+
+def _generate_in_thread(run: _Run, batches: _Batches) -> threading.Thread:
+    """Start ``run`` on a background thread that hands its tokens to ``batches``; the caller holds the model's
+    lock, which is released when generation ends (or here, if the thread cannot start)."""
+
+    def target() -> None:
+        try:
+            run.generate(batches.put)
+        finally:
+            batches.close()
+
+    thread = threading.Thread(target=target, name="agentcpm-generate", daemon=True)
+    try:
+        thread.start()
+    except BaseException:
+        run.loaded.lock.release()
+        raise
+    return thread
 
 
 class _Detokenizer:
@@ -610,65 +654,65 @@ class LocalBackend:
             kwargs["seed"] = options.seed
         return kwargs, stop_ids
 
-    def _start(self, loaded: LoadedModel, prepared: _Prepared, notify: Any = None) -> _Run:
-        """Start generating; the caller holds ``loaded.lock``, which the run releases when it ends."""
-        run = _Run(loaded, prepared.inputs, dict(prepared.kwargs), notify)
-        self._runs.add(run)
-        try:
-            run.start()
-        except BaseException:
-            loaded.lock.release()
-            raise
-        return run
+    def _new_run(
+        self, prepared: _Prepared, tools: list[dict[str, Any]], stop: list[str] | None
+    ) -> tuple[_Run, _Answer]:
+        run = _Run(prepared.loaded, prepared.inputs, dict(prepared.kwargs))
+        self._runs.add(run)  # from here on close() stops it
+        return run, _Answer(run, prepared, tools, stop)
 
     # Backend protocol ------------------------------------------------------------------------------------
     def stream(
         self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
     ) -> Iterator[StreamEvent]:
         prepared = self._prepare(messages, tools, options)
-        loaded = prepared.loaded
-        loaded.lock.acquire()
-        run = self._start(loaded, prepared)
-        answer = _Answer(run, prepared, tools, options.stop)
+        run, answer = self._new_run(prepared, tools, options.stop)
+        ready = threading.Event()
+        batches = _Batches(ready.set)
+        prepared.loaded.lock.acquire()
+        thread = _generate_in_thread(run, batches)
         try:
-            while True:
-                try:
-                    ids = run.tokens.get(timeout=0.1)  # a timeout keeps Ctrl-C responsive
-                except queue.Empty:
-                    continue
-                if ids is None:
-                    break
-                yield from answer.feed(ids)
+            done = False
+            while not done:
+                ready.wait(0.1)  # a timeout keeps Ctrl-C responsive
+                ready.clear()
+                ids, done = batches.take()
+                if ids:
+                    yield from answer.feed(ids)
             yield from answer.finish()
         finally:
             run.cancel()
-            run.thread.join()
+            thread.join()
             self._runs.discard(run)
 
     def complete(self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions) -> Completion:
-        return final_completion(self.stream(messages, tools, options))
+        # Generates on this thread: nothing to hand over between threads, and Ctrl-C stops generate itself.
+        prepared = self._prepare(messages, tools, options)
+        run, answer = self._new_run(prepared, tools, options.stop)
+        prepared.loaded.lock.acquire()
+        try:
+            run.generate(answer.feed)
+        finally:
+            self._runs.discard(run)
+        return final_completion(iter(answer.finish()))
 
     async def astream(
         self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
     ) -> AsyncIterator[StreamEvent]:
         prepared = await asyncio.to_thread(self._prepare, messages, tools, options)
-        loaded = prepared.loaded
-        await _acquire(loaded.lock)
-        loop = asyncio.get_running_loop()
-        wakeup = asyncio.Event()
-        run = self._start(loaded, prepared, notify=lambda: loop.call_soon_threadsafe(wakeup.set))
-        answer = _Answer(run, prepared, tools, options.stop)
+        run, answer = self._new_run(prepared, tools, options.stop)
         try:
-            while True:
-                try:
-                    ids = run.tokens.get_nowait()
-                except queue.Empty:
-                    await wakeup.wait()
-                    wakeup.clear()
-                    continue
-                if ids is None:
-                    break
-                for event in answer.feed(ids):
+            await _acquire(prepared.loaded.lock)
+            loop = asyncio.get_running_loop()
+            ready = asyncio.Event()
+            batches = _Batches(lambda: loop.call_soon_threadsafe(ready.set))
+            _generate_in_thread(run, batches)
+            done = False
+            while not done:
+                await ready.wait()
+                ready.clear()
+                ids, done = batches.take()
+                for event in answer.feed(ids) if ids else []:
                     yield event
             for event in answer.finish():
                 yield event
@@ -679,7 +723,16 @@ class LocalBackend:
     async def acomplete(
         self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
     ) -> Completion:
-        return await afinal_completion(self.astream(messages, tools, options))
+        prepared = await asyncio.to_thread(self._prepare, messages, tools, options)
+        run, answer = self._new_run(prepared, tools, options.stop)
+        try:
+            await _acquire(prepared.loaded.lock)
+            # One worker thread keeps the loop free; the tokens stay on it (no hand-off per token).
+            await asyncio.shield(asyncio.to_thread(run.generate, answer.feed))
+            return final_completion(iter(answer.finish()))
+        finally:
+            run.cancel()  # if this task was cancelled, generation stops at the next token and frees the model
+            self._runs.discard(run)
 
     def close(self) -> None:
         """Stop this backend's running generations. The model stays loaded for other clients
