@@ -225,6 +225,21 @@ def test_ctrl_c_while_streaming_stops_generation(random_client, monkeypatch):
     assert spy.runs[0].generated < 5000
 
 
+def test_ctrl_c_during_chat_stops_generation(random_client, monkeypatch):
+    spy = RunSpy(monkeypatch)  # chat generates on the calling thread: Ctrl-C lands inside generate
+    random_client.backend.load()
+    interrupt = threading.Timer(0.5, _thread.interrupt_main)
+    interrupt.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            random_client.chat("hello", max_tokens=5000)
+    finally:
+        interrupt.cancel()
+    assert not random_client.backend.load().lock.locked()
+    assert spy.runs[0].generated < 5000
+    assert random_client.chat("hello", max_tokens=2).usage.completion_tokens == 2
+
+
 def test_async_chat_stream_and_cancellation(client, random_client, monkeypatch):
     spy = RunSpy(monkeypatch)
 
