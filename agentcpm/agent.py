@@ -22,7 +22,9 @@ import contextlib
 import inspect
 import json
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -285,14 +287,22 @@ class Agent:
             raise ConfigurationError(
                 "stream() cannot run inside a running event loop: use `async for ... in astream()`"
             )
-        events = self._events(input, images, history, transcript, blocking_model=True)
+        run = _Run(self, input, images, history, transcript, blocking_model=True).loop()
+        events = _with_callbacks(run, self.on_event)
         loop = asyncio.new_event_loop()
+        interrupts = _Interrupts()
         try:
-            while True:
-                try:
-                    yield _drive(_next_event(events), loop=loop)
-                except StopAsyncIteration:
-                    return
+            with interrupts:
+                while True:
+                    try:
+                        interrupts.waiting = False
+                        event = _drive(_next_event(events, run, interrupts), loop=loop, interrupts=interrupts)
+                        interrupts.waiting = True  # the caller's loop body runs: Ctrl-C raises there as usual
+                        yield event
+                    except StopAsyncIteration:
+                        return
+                    except KeyboardInterrupt:
+                        interrupts.pending = True  # it landed in this frame: the run ends at its next step
         finally:
             with contextlib.suppress(BaseException):
                 loop.run_until_complete(events.aclose())
@@ -350,7 +360,48 @@ async def _last_result(events: AsyncIterator[AgentEvent]) -> RunResult:
     raise AssertionError("a run always ends with RunFinished or an exception")
 
 
-async def _next_event(events: AsyncIterator[AgentEvent]) -> AgentEvent:
+class _Interrupts:
+    """Ctrl-C while :meth:`Agent.stream` drives a run from sync code.
+
+    While the run's task is running, SIGINT raises KeyboardInterrupt as usual, right where the run is (a model
+    streaming on this thread, a tool), and the run turns it into AgentCancelled carrying the messages; in the
+    caller's own loop body it raises there, as anywhere in the caller's code. In the glue between the two
+    (scheduling the next step) it is remembered and delivered to the run when it resumes, so it can never
+    land halfway through scheduling a task.
+    Only in the main thread, and only over Python's default handler; elsewhere nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self.inside = False  # the run's task is running
+        self.started = False  # the current step's coroutine has begun
+        self.waiting = False  # the caller has an event and its own code runs
+        self.pending = False  # a Ctrl-C waits to be delivered to the run
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupts:
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if (self.inside and self.started) or self.waiting:
+            raise KeyboardInterrupt
+        self.pending = True
+
+
+async def _next_event(
+    events: AsyncIterator[AgentEvent], run: AsyncGenerator[AgentEvent, None], interrupts: _Interrupts
+) -> AgentEvent:
+    interrupts.started = True
+    if interrupts.pending:
+        interrupts.pending = False
+        # Thrown into the run itself (not the callback wrapper), which ends with AgentCancelled.
+        return await run.athrow(KeyboardInterrupt())
     return await events.__anext__()
 
 
@@ -362,20 +413,34 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     loop.close()
 
 
-def _drive(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop | None = None) -> Any:
+def _drive(
+    coro: Coroutine[Any, Any, Any],
+    loop: asyncio.AbstractEventLoop | None = None,
+    interrupts: _Interrupts | None = None,
+) -> Any:
     """Run ``coro`` to completion on ``loop`` (a fresh one if None). A Ctrl-C that lands while the loop waits
     (for tools, say) cancels the task, which then ends with AgentCancelled carrying the messages."""
     own = loop is None
     loop = loop or asyncio.new_event_loop()
+    if interrupts is not None:
+        interrupts.started = False
     task = loop.create_task(coro)
     try:
         while True:
             try:
+                if interrupts is not None:
+                    interrupts.inside = True
                 return loop.run_until_complete(task)
             except KeyboardInterrupt:
                 if task.done():
                     raise
-                task.cancel()
+                if interrupts is not None and not interrupts.started:
+                    interrupts.pending = True  # a cancel now would never reach the run: deliver it on start
+                else:
+                    task.cancel()
+            finally:
+                if interrupts is not None:
+                    interrupts.inside = False
     finally:
         if own:
             _close_loop(loop)
@@ -428,7 +493,7 @@ class _Run:
         self.transcript = Transcript(transcript) if transcript is not None else None
 
     # the loop ---------------------------------------------------------------------------------------
-    async def loop(self) -> AsyncIterator[AgentEvent]:
+    async def loop(self) -> AsyncGenerator[AgentEvent, None]:
         started = time.perf_counter()
         try:
             self._open()

@@ -123,3 +123,44 @@ def test_examples_run_without_a_model(tmp_path, example, expected):
     assert out.returncode == 0, out.stderr
     assert expected in out.stdout
     assert transcript.is_file()
+
+
+def test_ctrl_c_while_stream_schedules_the_next_step_ends_the_run_cleanly(monkeypatch):
+    """A Ctrl-C can land in the glue between two events (here: while the next step's task is being
+    created, where CI once caught it): the run must still end with AgentCancelled and its messages."""
+    import asyncio
+
+    from agentcpm import Agent, Client, Reply, ScriptedBackend
+    from agentcpm.errors import AgentCancelled
+
+    real_create_task = asyncio.BaseEventLoop.create_task
+    created = 0
+
+    def create_task(self, coro, **kwargs):
+        nonlocal created
+        created += 1
+        if created == 3:
+            signal.raise_signal(signal.SIGINT)  # handled at the next bytecode: inside create_task
+        return real_create_task(self, coro, **kwargs)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_task", create_task)
+    agent = Agent(Client(backend=ScriptedBackend([Reply("words " * 50)])))
+    seen = []
+    with pytest.raises(AgentCancelled) as info:
+        for event in agent.stream("go"):
+            seen.append(event)
+    assert len(seen) == 2
+    assert [m.role for m in info.value.messages] == ["user"] and info.value.messages[0].text == "go"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_ctrl_c_in_the_callers_loop_body_raises_there():
+    from agentcpm import Agent, Client, Reply, ScriptedBackend
+
+    agent = Agent(Client(backend=ScriptedBackend([Reply("words " * 50)])))
+    stream = agent.stream("go")
+    next(stream)
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)  # the caller's own code: Python's usual KeyboardInterrupt
+    stream.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
