@@ -59,7 +59,7 @@ from ..types import (
     Usage,
     new_call_id,
 )
-from .base import DownsampleMode, GenerationOptions, move_tool_images
+from .base import DownsampleMode, GenerationOptions, final_completion, move_tool_images
 from .dialects import DIALECTS, STOP_TOKEN_IDS, Dialect, detect_dialect, get_dialect, tools_system_prompt
 
 log = logging.getLogger("agentcpm.remote")
@@ -424,7 +424,7 @@ class RemoteBackend:
         response = self._send(request, attempt)
         assembler = self._assembler(request, started)
         assembler.reply(_json(response, self.base_url))
-        return _completion_of(self._finish(assembler))
+        return final_completion(iter(self._finish(assembler)))
 
     async def acomplete(
         self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
@@ -442,7 +442,7 @@ class RemoteBackend:
         response = await self._asend(request, attempt)
         assembler = self._assembler(request, started)
         assembler.reply(_json(response, self.base_url))
-        return _completion_of(self._finish(assembler))
+        return final_completion(iter(self._finish(assembler)))
 
     def stream(
         self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
@@ -757,12 +757,6 @@ def _post(client: openai.OpenAI | openai.AsyncOpenAI, body: dict[str, Any], opti
     return cast(Any, client).post(
         "/chat/completions", cast_to=httpx.Response, body=body, options=options, stream=stream
     )
-
-
-def _completion_of(events: list[StreamEvent]) -> Completion:
-    last = events[-1]
-    assert isinstance(last, Completed)
-    return last.completion
 
 
 class _ImageCache:
