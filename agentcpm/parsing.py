@@ -263,6 +263,11 @@ def _convert_text(schema: Any, text: str) -> tuple[Any, str | None]:
     return text.strip(), " or ".join(kinds)
 
 
+def _schema_key(props: dict[str, Any] | None, name: str) -> str:
+    """A parameter name as the schema spells it: whitespace around a known name (<parameter= city>) is dropped."""
+    return name.strip() if props is not None and name not in props and name.strip() in props else name
+
+
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -726,12 +731,8 @@ class StreamParser:
         name = self._read_name(final)
         if name is None:
             return False
-        call = self._call
-        assert call is not None
-        props = _properties(self._schemas, call.name)
-        if props is not None and name not in props and name.strip() in props:
-            name = name.strip()
-        self._begin_value(name)
+        assert self._call is not None
+        self._begin_value(_schema_key(_properties(self._schemas, self._call.name), name))
         return True
 
     def _begin_value(self, name: str) -> None:
@@ -848,10 +849,8 @@ class StreamParser:
                     return False
                 self._value_until(match.end())
                 return True
-            name = match.group(1)
             props = _properties(self._schemas, call.name)
-            if props is not None and name not in props and name.strip() in props:
-                name = name.strip()
+            name = _schema_key(props, match.group(1))
             if name not in call.given and (props is None or name in props):
                 # A value without its closer meets a tag that could start a parameter: it does, unless a
                 # well-formed closer follows before the function ends (then every parameter is closed).
