@@ -842,11 +842,7 @@ def _json(response: Any, url: str) -> Any:
 
 
 def _models_answer(response: Any) -> tuple[int, Any, dict[str, str]]:
-    try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        data = None
-    return response.status_code, data, {k.lower(): v for k, v in response.headers.items()}
+    return response.status_code, _json_or_none(response), {k.lower(): v for k, v in response.headers.items()}
 
 
 def _short(data: Any) -> str:
@@ -889,7 +885,7 @@ def _server_message(response: Any) -> str:
     return (message or text or response.reason_phrase)[:1000]
 
 
-def _error_body(response: Any) -> Any:
+def _json_or_none(response: Any) -> Any:
     try:
         return response.json()
     except (json.JSONDecodeError, UnicodeDecodeError, httpx.ResponseNotRead):
@@ -905,7 +901,7 @@ def _special_error(exc: openai.APIStatusError) -> BadRequestError | None:
         return None
     message = _server_message(exc.response)
     low = message.lower()
-    body = _error_body(exc.response)
+    body = _json_or_none(exc.response)
     if any(w in low for w in _CONTEXT_WORDS) or "exceed_context_size" in low or "too many tokens" in low:
         error = body.get("error") if isinstance(body, dict) else None
         error = error if isinstance(error, dict) else {}
