@@ -523,6 +523,7 @@ class _Run:
                         completion = event.completion
                     yield event
                 assert completion is not None
+                self._count(completion)
                 message = completion.to_message()
                 self._append(message)
                 results: list[ToolResult] = []
@@ -586,14 +587,10 @@ class _Run:
             with contextlib.closing(client.stream(request, tools=tools, **self.agent.options)) as events:  # type: ignore[type-var]
                 for event in events:
                     yield event
-                    if isinstance(event, Completed):
-                        self._count(event.completion)
         else:
             async with contextlib.aclosing(client.astream(request, tools=tools, **self.agent.options)) as aevents:  # type: ignore[type-var]
                 async for event in aevents:
                     yield event
-                    if isinstance(event, Completed):
-                        self._count(event.completion)
 
     def _count(self, completion: Completion) -> None:
         self.usage.requests += 1
