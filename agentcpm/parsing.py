@@ -1046,10 +1046,8 @@ def _json_text(value: Any) -> str:
 def _render_value(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)):
         return _json_text(value)
-    if isinstance(value, bool) or value is None or isinstance(value, float):
-        return str(value)
     if isinstance(value, int):
-        return _int_text(value)
+        return _int_text(value)  # str() refuses ints above 4300 digits; booleans stay True/False
     return str(value)
 
 
