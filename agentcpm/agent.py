@@ -572,7 +572,6 @@ class _Run:
                 self.messages,
             ) from None
         finally:
-            self.usage.duration = time.perf_counter() - started
             if self.transcript is not None:
                 self.transcript.close()
 
