@@ -240,7 +240,7 @@ class RemoteBackend:
             messages = prompt_mode_messages(messages, tools)
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [m.to_openai(max_slice_nums=options.max_slice_nums) for m in messages],
+            "messages": [m.to_openai() for m in messages],  # images are URLs by now
         }
         if tools and not in_prompt:
             body["tools"] = tools
