@@ -26,6 +26,7 @@ from agentcpm import (
     ToolStarted,
     tool,
 )
+from agentcpm.parsing import render_tool_calls
 
 WEATHER = {"paris": (21.0, "sunny"), "oslo": (4.0, "rain"), "beijing": (28.0, "hazy")}
 
@@ -55,14 +56,15 @@ def get_forecast(location: str, days: Annotated[int, Field(ge=1, le=7)] = 3) -> 
     return [f"day {n}: {sky}" for n in range(1, days + 1)]
 
 
-def call(name: str, **arguments: object) -> str:
-    params = "".join(f"<parameter={key}>\n{value}\n</parameter>\n" for key, value in arguments.items())
-    return f"<tool_call>\n<function={name}>\n{params}</function>\n</tool_call>"
-
-
+# The scripted model's replies, written in MiniCPM-V 4.6's tool-call markup.
 SCRIPT = [
-    call("get_weather", location="Paris") + "\n" + call("get_weather", location="Oslo"),
-    call("get_forecast", location="Oslo", days=2),
+    render_tool_calls(
+        [
+            {"name": "get_weather", "arguments": {"location": "Paris"}},
+            {"name": "get_weather", "arguments": {"location": "Oslo"}},
+        ]
+    ),
+    render_tool_calls([{"name": "get_forecast", "arguments": {"location": "Oslo", "days": 2}}]),
     "Paris is sunny at 21 °C; Oslo has rain at 4 °C, and the rain continues for the next two days.",
 ]
 
