@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ResponseError
+from ..images import DownsampleMode
 from ..types import Completed, Completion, ImagePart, Message, StreamEvent, TextPart
-
-DownsampleMode = Literal["16x", "4x"]
 
 
 @dataclass(frozen=True)
