@@ -28,8 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
 from agentcpm import Agent, Client, Completion, ScriptedBackend, ToolCall, tool
 
 STEPS = 10
