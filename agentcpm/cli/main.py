@@ -408,6 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     else:  # retries and fallbacks stay quiet; the outcome is reported as one line
         logging.getLogger("agentcpm").setLevel(logging.ERROR)
+        # transformers sets its own level when it is first imported (lazily, after this), from this variable;
+        # its notes about slower reference kernels would otherwise land in the middle of a streamed answer.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
