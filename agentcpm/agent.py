@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .backends.base import move_tool_images
+from .client import attach_images
 from .errors import (
     AgentCancelled,
     BackendError,
@@ -479,7 +480,7 @@ class _Run:
         self.blocking_model = blocking_model
         self.messages: list[Message] = [Message.from_openai(m) for m in history or ()]
         self.history_length = len(self.messages)
-        self.new_input = _input_messages(input, images)
+        self.new_input = attach_images([] if input is None else to_messages(input), images)
         if not self.messages and not self.new_input:
             raise ConfigurationError("nothing to run: give an input or a history to continue")
         self.steps: list[Step] = []
@@ -819,21 +820,6 @@ def _ask_in_terminal(call: ToolCall) -> bool:
         print(file=sys.stderr)
         return False
     return answer.strip().lower() in ("y", "yes")
-
-
-def _input_messages(input: MessageInput | None, images: Sequence[Any] | None) -> list[Message]:
-    if input is None:
-        if images:
-            return [Message.user("", images)]
-        return []
-    if isinstance(input, str):
-        return [Message.user(input, images or ())]
-    messages = to_messages(input)
-    if images:
-        from .client import attach_images
-
-        messages = attach_images(messages, images)
-    return messages
 
 
 def _unanswered_calls(messages: list[Message]) -> list[ToolCall]:
