@@ -778,8 +778,10 @@ class _Run:
             schema = json.dumps(TypeAdapter(self.agent.output_type).json_schema(), ensure_ascii=False)
             instruction = f"Give your final answer as only a JSON value matching this schema:\n{schema}"
             system = f"{system}\n\n{instruction}" if system else instruction
+        already_there = self.history_length
         if system and not any(m.role == "system" for m in self.messages):
             self.messages.insert(0, Message("system", system))
+            already_there += 1  # the agent adds it on every run: a continued transcript does not record it
         if self.transcript is not None:
             continues = self.history_length > 0 and self.transcript.exists
             self.transcript.start(
@@ -787,7 +789,7 @@ class _Run:
                 model=getattr(self.agent.client, "model", None),
                 tools=list(self.tools),
             )
-            for message in self.messages[self.history_length if continues else 0 :]:
+            for message in self.messages[already_there if continues else 0 :]:
                 self.transcript.message(message, _step_of(self.messages, message))
 
     def _append(self, message: Message) -> None:

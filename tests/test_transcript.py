@@ -155,3 +155,19 @@ def test_a_run_killed_with_sigkill_can_be_loaded_and_continued(tmp_path):
     assert result.output == "Deployed."
     assert result.messages[4].role == "tool" and result.messages[4].text == "deployed"
     assert [m.role for m in Transcript.load(path)] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+
+
+def test_continuing_with_a_system_prompt_writes_only_the_new_turn(tmp_path):
+    path = tmp_path / "run.jsonl"
+    Agent(Client(backend=ScriptedBackend(["one"]))).run("hi", transcript=path)
+    history = Transcript.load(path)
+    agent = Agent(Client(backend=ScriptedBackend(["two"])), system="Be brief.")
+    result = agent.run("again", history=history, transcript=path)
+    assert [m.role for m in result.messages] == ["system", "user", "assistant", "user", "assistant"]
+    loaded = Transcript.load(path)
+    assert [(m.role, m.text) for m in loaded] == [
+        ("user", "hi"),
+        ("assistant", "one"),
+        ("user", "again"),
+        ("assistant", "two"),
+    ]
