@@ -80,6 +80,7 @@ def parse_output(
     'hmm'
     """
     parser = StreamParser(tools, thinking=thinking)
+    parser._events = False  # the events are dropped: no need to copy value text into them
     parser.feed(text)
     parser.close(finish_reason)
     return parser.result()
@@ -240,6 +241,8 @@ def _try_type(kind: str, text: str) -> tuple[bool, Any]:
     if kind == "object" or kind == "array":
         try:
             value = _load_structured(s)
+            if isinstance(value, str):  # JSON-encoded once more: '"{\\"a\\": 1}"', '"[True, None]"'
+                value = _load_structured(value.strip())
         except ValueError:
             return False, None
         return (True, value) if isinstance(value, dict if kind == "object" else list) else (False, None)
@@ -334,11 +337,17 @@ THINK, THINK_END = "<think>", "</think>"
 _WS = re.compile(r"\s*")
 _LINE_END = re.compile(r"[>\n]")
 # A </parameter> closer, drifted forms included (</parameter1>, a bare </parameter), and the whitespace after it.
-_CLOSER = re.compile(r"</parameter[^<>\s]{0,32}>?\s*")
 _CLOSER_TOKEN = re.compile(r"</parameter[^<>\s]{0,32}>?")
-_FOLLOWERS = (PARAMETER, FUNCTION_END, TOOL_CALL_END)
+# Inside a value, a closer ends it only when one of these follows (after whitespace), or the end of the text.
+_FOLLOWERS = {
+    PARAMETER_END: (PARAMETER, FUNCTION_END, TOOL_CALL_END),
+    FUNCTION_END: (TOOL_CALL_END, TOOL_CALL, FUNCTION),
+    TOOL_CALL_END: (TOOL_CALL, FUNCTION),
+}
 _PARAM_TAG = re.compile(r"<parameter=([^<>\n]*)(>)?")
-_TERMINATOR = re.compile(r"</parameter|</function>|</tool_call>")
+# Special tokens a server may leave in the text (skip_special_tokens off): dropped wherever they appear.
+_LEAKED_TOKENS = ("<|im_end|>", "<|endoftext|>")
+_LEAKED = re.compile("|".join(map(re.escape, _LEAKED_TOKENS)))
 _JSON_TOKEN = re.compile(r'[{}\[\]"]|</?tool_call>')
 _JSON_STRING_END = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _JSON_NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -350,6 +359,10 @@ _TAG_PATTERNS: dict[tuple[str, ...], re.Pattern[str]] = {
 _BODY_TAGS = (PARAMETER, FUNCTION_END, TOOL_CALL_END, TOOL_CALL, FUNCTION, PARAMETER_END)
 _TEXT_FAST, _VALUE_FAST = 1, 2
 _DEFER_AT = 1024  # held text above this size is re-examined only after as much again arrived (linear time)
+
+
+class _NeedMore(Exception):
+    """Raised inside a step that cannot decide before more text arrives."""
 
 
 def _skip_ws(buf: str, i: int) -> int:
@@ -453,16 +466,21 @@ class StreamParser:
         self._think_seen = False
         self._calls: list[ToolCall] = []
         self._call: _Call | None = None
+        # The open call's raw text and the open value's text: pieces from earlier buffers, then the current
+        # buffer from an index on (kept as an index, so a whole text parsed at once is copied only once).
         self._raw: list[str] = []
+        self._rfrom = 0
+        self._vparts: list[str] = []
+        self._vfrom = 0
+        self._json_block = False  # after a JSON call whose object closed inside <tool_call>: another may follow
+        self._json_next = False  # _s_json starts at a further object of the same block, not at <tool_call>
         # the value being read
         self._pname = ""
         self._cindex, self._cid = 0, ""
-        self._vfrom = 0  # where the value's text starts in self._raw
         self._vstart = True
         self._vnl = False
-        # lookahead decisions for <parameter=K> inside an unclosed value (buffer indexes, see _s_value)
-        self._text_until = -1
-        self._split_until = -1
+        self._events = True  # False: parse_output, which drops the events (no value-delta copies)
+        self._leak = ""  # the end of the text that may be the start of a leaked special token
         self._fast = _TEXT_FAST  # which fast path feed() may take (see feed)
         self._defer = 0
         self._queue: list[str] = []
@@ -478,6 +496,7 @@ class StreamParser:
             # Fast path: value or plain text with nothing held back, and no tag can start in delta.
             if fast > _TEXT_FAST:
                 self._raw.append(delta)
+                self._vparts.append(delta)
                 if self._vstart or self._vnl or delta[-1] == "\n":
                     return self._value_text(delta)
                 return [ToolCallArgumentsDelta(self._cindex, self._cid, self._pname, delta)]
@@ -490,6 +509,10 @@ class StreamParser:
             raise ConfigurationError("this StreamParser is closed; create a new one for the next answer")
         if not delta:
             return []
+        if "<" in delta or self._leak:
+            delta = self._unleak(delta)
+            if not delta:
+                return []
         if self._defer:
             self._queue.append(delta)
             self._queued += len(delta)
@@ -503,8 +526,11 @@ class StreamParser:
         self._run(False)
         held = len(self._buf) - self._pos
         if not held:
-            self._buf, self._pos, self._text_until, self._split_until = "", 0, -1, -1
+            self._flush()
+            self._buf, self._pos, self._rfrom, self._vfrom = "", 0, 0, 0
             self._fast = _VALUE_FAST if self._state == _VALUE else _TEXT_FAST if self._state == _TEXT else 0
+            if self._leak:
+                self._fast = 0
         else:
             self._fast = 0
             if held > _DEFER_AT:
@@ -519,8 +545,8 @@ class StreamParser:
         self._finish_reason = finish_reason
         out: list[ParseEvent] = []
         self._out = out
-        self._extend("".join(self._queue))
-        self._queue, self._queued, self._defer = [], 0, 0
+        self._extend("".join(self._queue) + self._leak)  # a held "<|..." that never became a token is text
+        self._queue, self._queued, self._defer, self._leak = [], 0, 0, ""
         self._run(True)
         self._end_of_text()
         self._closed = True
@@ -536,12 +562,40 @@ class StreamParser:
         return ParsedOutput(self._content.text(), reasoning or None, list(self._calls))
 
     # machinery -------------------------------------------------------------------------------------
+    def _unleak(self, delta: str) -> str:
+        """Drop leaked special tokens (<|im_end|>, <|endoftext|>); hold back a tail that may become one.
+
+        Tokens are removed from the text as written, in one pass, so every chunking gives the same text."""
+        if self._leak:
+            delta, self._leak = self._leak + delta, ""
+        j = delta.rfind("<")
+        if j >= 0 and len(delta) - j < 13:
+            tail = delta[j:]
+            if any(token.startswith(tail) and token != tail for token in _LEAKED_TOKENS):
+                self._leak, delta = tail, delta[:j]
+                self._fast = 0
+        return _LEAKED.sub("", delta) if "<|" in delta else delta
+
+    def _flush(self) -> None:
+        """Move the open call's raw text and the open value's text read so far out of the buffer."""
+        pos = self._pos
+        if self._call is not None and pos > self._rfrom:
+            self._raw.append(self._buf[self._rfrom : pos])
+        if self._state == _VALUE and pos > self._vfrom:
+            self._vparts.append(self._buf[self._vfrom : pos])
+        self._rfrom = self._vfrom = pos
+
     def _extend(self, delta: str) -> None:
+        self._flush()
         shift = self._pos
         self._buf = self._buf[shift:] + delta if shift < len(self._buf) else delta
-        self._pos = 0
-        self._text_until -= shift
-        self._split_until -= shift
+        self._pos = self._rfrom = self._vfrom = 0
+
+    def _raw_text(self) -> str:
+        if self._pos > self._rfrom:
+            self._raw.append(self._buf[self._rfrom : self._pos])
+            self._rfrom = self._pos
+        return "".join(self._raw)  # one piece (a whole text parsed at once): no further copy
 
     def _run(self, final: bool) -> None:
         steps = _STEPS
@@ -549,8 +603,7 @@ class StreamParser:
             pass
 
     def _advance(self, end: int) -> None:
-        if self._call is not None:
-            self._raw.append(self._buf[self._pos : end])
+        """Consume buf[pos:end] (part of the open call's raw text, see _raw_text)."""
         self._pos = end
 
     def _emit(self, end: int) -> None:
@@ -626,18 +679,31 @@ class StreamParser:
         self._state = _TEXT
         return True
 
-    def _s_json(self, final: bool) -> bool:
-        buf, pos = self._buf, self._pos
-        k = _skip_ws(buf, pos + len(TOOL_CALL))
+    def _json_object(self, k: int, final: bool) -> tuple[tuple[str, dict[str, Any], str | None] | None, int, int]:
+        """The JSON call at buf[k] ('{'): (the call or None, end, stop) as _json_scan gives them.
+        Raises _NeedMore when the object may still grow."""
+        buf = self._buf
         end, stop, closers = _json_scan(buf, k)
         if end < 0 and stop < 0 and not final:
-            return False
+            raise _NeedMore
         body = buf[k:end] if end >= 0 else buf[k : stop if stop >= 0 else len(buf)].rstrip() + closers
         parsed = _json_call(body)
         if parsed is None and end < 0 and stop < 0 and self._finish_reason == "length":
             match = _JSON_NAME.search(body)
             if match:  # cut off mid-call: keep the name so the caller can see what was attempted
                 parsed = (_json_unescape(match.group(1)), {}, None)
+        return parsed, end, stop
+
+    def _s_json(self, final: bool) -> bool:
+        buf, pos = self._buf, self._pos
+        k = _skip_ws(buf, pos if self._json_next else pos + len(TOOL_CALL))
+        if self._json_next and buf.startswith(",", k):
+            k = _skip_ws(buf, k + 1)
+        try:
+            parsed, end, stop = self._json_object(k, final)
+        except _NeedMore:
+            return False
+        self._json_next = False
         if parsed is None:
             self._emit(end if end >= 0 else stop if stop >= 0 else len(buf))
             self._state = _TEXT
@@ -651,6 +717,7 @@ class StreamParser:
         if end >= 0 or stop >= 0:
             self._advance(end if end >= 0 else stop)
             self._state = _AFTER
+            self._json_block = end >= 0
         else:
             self._advance(len(buf))
             self._finish_call(closed=False)
@@ -661,7 +728,8 @@ class StreamParser:
         self._call = _Call(len(self._calls))
         self._cindex, self._cid = self._call.index, self._call.id
         self._raw = []
-        self._text_until = self._split_until = -1
+        self._rfrom = self._pos
+        self._json_block = False
         self._to_content()  # a call ends the reasoning
 
     def _read_name(self, final: bool) -> str | None:
@@ -739,17 +807,27 @@ class StreamParser:
         assert self._call is not None
         self._call.given.add(name)
         self._pname = name
-        self._vfrom = len(self._raw)
+        self._vparts = []
+        self._vfrom = self._pos
         self._vstart = True
         self._vnl = False
         self._state = _VALUE
 
     def _end_value(self) -> None:
+        """The value is buf[pos] and before: store it minus one leading and one trailing newline."""
         assert self._call is not None
-        text = "".join(self._raw[self._vfrom :])
-        start = 1 if text[:1] == "\n" else 0
-        end = len(text) - 1 if len(text) > start and text[-1] == "\n" else len(text)
+        if self._vparts:
+            self._flush()
+            text = "".join(self._vparts)
+            start, end = 0, len(text)
+        else:  # all of it in the buffer: slice once
+            text, start, end = self._buf, self._vfrom, self._pos
+        if start < end and text[start] == "\n":
+            start += 1
+        if end > start and text[end - 1] == "\n":
+            end -= 1
         self._call.values[self._pname] = text[start:end]
+        self._vparts = []
         self._vnl = False
 
     def _value_text(self, text: str) -> list[ParseEvent]:
@@ -770,47 +848,31 @@ class StreamParser:
 
     def _value_until(self, end: int) -> None:
         if end > self._pos:
-            text = self._buf[self._pos : end]
-            self._raw.append(text)
+            if self._events:
+                self._out.extend(self._value_text(self._buf[self._pos : end]))
             self._pos = end
-            self._out.extend(self._value_text(text))
 
-    def _closer(self, i: int, final: bool) -> tuple[int, int]:
-        """At a </parameter: (1 closes the value | 0 is text | -1 undecided, index after it and its whitespace).
+    def _closes(self, i: int, final: bool) -> tuple[int, int, int]:
+        """At a closer inside a value (</parameter, drifted forms included, </function> or </tool_call>):
+        (1 it closes | 0 it is text | -1 undecided yet, the index after it, the index after its whitespace).
 
-        It closes only when followed (after whitespace) by <parameter=, </function>, </tool_call> or the end."""
+        It closes only when followed, after whitespace, by structural markup (_FOLLOWERS) or the end."""
         buf = self._buf
-        match = _CLOSER.match(buf, i)
-        assert match is not None
-        end = match.end()
+        if buf.startswith(PARAMETER_END, i):
+            match = _CLOSER_TOKEN.match(buf, i)
+            assert match is not None
+            tag, followers = match.end(), _FOLLOWERS[PARAMETER_END]
+        else:
+            closer = FUNCTION_END if buf.startswith(FUNCTION_END, i) else TOOL_CALL_END
+            tag, followers = i + len(closer), _FOLLOWERS[closer]
+        end = _skip_ws(buf, tag)
         if end == len(buf):
-            return (1 if final else -1), end
-        if buf.startswith(_FOLLOWERS, end):
-            return 1, end
-        if not final and _is_prefix(buf, end, _FOLLOWERS):
-            return -1, end
-        return 0, end
-
-    def _closes_later(self, start: int, final: bool) -> bool | None:
-        """Does a well-formed closer come before this function ends? None: not known yet."""
-        buf, i = self._buf, start
-        while True:
-            match = _TERMINATOR.search(buf, i)
-            if match is None:
-                if not final:
-                    return None
-                self._split_until = len(buf) + 1
-                return False
-            if match.group() != PARAMETER_END:
-                self._split_until = match.start()
-                return False
-            kind, end = self._closer(match.start(), final)
-            if kind < 0:
-                return None
-            if kind:
-                self._text_until = match.start()
-                return True
-            i = end
+            return (1 if final else -1), tag, end
+        if buf.startswith(followers, end):
+            return 1, tag, end
+        if not final and _is_prefix(buf, end, followers):
+            return -1, tag, end
+        return 0, tag, end
 
     def _s_value(self, final: bool) -> bool:
         buf = self._buf
@@ -820,27 +882,6 @@ class StreamParser:
             return False
         call = self._call
         assert call is not None
-        if buf.startswith(PARAMETER_END, i):
-            kind, end = self._closer(i, final)
-            if kind < 0:
-                return False
-            if kind:
-                self._end_value()
-                self._advance(end)
-                self._state = _BODY
-            else:
-                self._value_until(end)
-            return True
-        if buf.startswith(FUNCTION_END, i):
-            self._end_value()
-            self._advance(i + len(FUNCTION_END))
-            self._state = _AFTER
-            return True
-        if buf.startswith(TOOL_CALL_END, i):
-            self._end_value()
-            self._advance(i + len(TOOL_CALL_END))
-            self._finish_call(closed=True)
-            return True
         if buf.startswith(PARAMETER, i):
             match = _PARAM_TAG.match(buf, i)
             assert match is not None
@@ -852,28 +893,36 @@ class StreamParser:
             props = _properties(self._schemas, call.name)
             name = _schema_key(props, match.group(1))
             if name not in call.given and (props is None or name in props):
-                # A value without its closer meets a tag that could start a parameter: it does, unless a
-                # well-formed closer follows before the function ends (then every parameter is closed).
-                if i < self._text_until:
-                    split = False
-                elif i < self._split_until:
-                    split = True
-                else:
-                    closes = self._closes_later(match.end(), final)
-                    if closes is None:
-                        return False
-                    split = not closes
-                if split:
-                    self._end_value()
-                    self._advance(match.end())
-                    self._begin_value(name)
-                    return True
-            self._value_until(match.end())
+                # A parameter of this function not given yet: the value lacked its closer, the tag starts it.
+                self._end_value()
+                self._advance(match.end())
+                self._begin_value(name)
+            else:
+                self._value_until(match.end())
             return True
-        return False  # may still become a tag
+        if not buf.startswith((PARAMETER_END, FUNCTION_END, TOOL_CALL_END), i):
+            return False  # may still become a tag
+        kind, tag, end = self._closes(i, final)
+        if kind < 0:
+            return False
+        if not kind:
+            self._value_until(end)
+            return True
+        self._end_value()
+        if buf.startswith(PARAMETER_END, i):
+            self._advance(end)
+            self._state = _BODY
+        elif buf.startswith(FUNCTION_END, i):
+            self._advance(tag)
+            self._state = _AFTER
+        else:
+            self._advance(tag)
+            self._finish_call(closed=True)
+        return True
 
     def _s_after(self, final: bool) -> bool:
-        """After </function> (or a JSON call): an optional </tool_call>."""
+        """After </function> (or a JSON call): an optional </tool_call>; after a JSON call, maybe another one
+        in the same block (several {"name": ..., "arguments": ...} objects, optionally comma-separated)."""
         buf = self._buf
         k = _skip_ws(buf, self._pos)
         if k == len(buf):
@@ -882,6 +931,20 @@ class StreamParser:
             self._advance(k + len(TOOL_CALL_END))
         elif not final and _is_prefix(buf, k, (TOOL_CALL_END,)):
             return False
+        elif self._json_block and buf[k] in "{,":
+            j = _skip_ws(buf, k + 1) if buf[k] == "," else k
+            if j == len(buf) and not final:
+                return False
+            if buf.startswith("{", j):
+                try:
+                    parsed = self._json_object(j, final)[0]
+                except _NeedMore:
+                    return False
+                if parsed is not None:
+                    self._finish_call(closed=True)
+                    self._json_next = True
+                    self._state = _JSON
+                    return True
         self._finish_call(closed=True)
         return True
 
@@ -912,7 +975,7 @@ class StreamParser:
             id=call.id,
             name=call.name,
             arguments=arguments,
-            raw="".join(self._raw),
+            raw=self._raw_text(),
             complete=complete,
             error="; ".join(errors) or None,
         )
@@ -920,6 +983,7 @@ class StreamParser:
         self._out.append(ToolCallFinished(call.index, result))
         self._call = None
         self._raw = []
+        self._json_block = False
         self._state = _TEXT
 
     def _end_of_text(self) -> None:

@@ -180,6 +180,36 @@ def test_json_form_events_and_sloppy_variants() -> None:
     assert out.tool_calls[0].arguments == {"city": "Oslo", "days": 2}
 
 
+def test_several_json_calls_in_one_block() -> None:
+    first = json.dumps({"name": "get_weather", "arguments": {"city": "Paris"}})
+    second = json.dumps({"name": "get_weather", "arguments": {"city": "Rome", "days": "2"}})
+    for sep in ("\n", "", ",\n", " , "):
+        text = f"Both.\n<tool_call>\n{first}{sep}{second}\n</tool_call>\nDone."
+        out = parse(text, WEATHER)
+        assert [c.arguments for c in out.tool_calls] == [{"city": "Paris"}, {"city": "Rome", "days": 2}], sep
+        assert out.content == "Both.\n\nDone." and all(c.complete and not c.error for c in out.tool_calls)
+        assert "".join(c.raw for c in out.tool_calls) == text[len("Both.\n") : -len("\nDone.")]
+    # an object that is not a call ends the block's calls (it stays text, as after a lone call)
+    out = parse(f'<tool_call>\n{first}\n{{"note": 1}}\n</tool_call>', WEATHER)
+    assert len(out.tool_calls) == 1 and out.content == '{"note": 1}\n</tool_call>'
+    # cut inside the second object
+    out = parse(f"<tool_call>\n{first}\n{second[:30]}", WEATHER, finish_reason="length")
+    assert [(c.name, c.complete) for c in out.tool_calls] == [("get_weather", True), ("get_weather", False)]
+
+
+def test_leaked_special_tokens_are_dropped() -> None:
+    text = "<think>\nhm<|im_end|>\n</think>\nAnswer<|endoftext|>\n" + call_block("write_file", content="a<|im_end|>b")
+    out = parse(text + "<|im_end|>", TOOLS)
+    assert (out.reasoning, out.content) == ("hm", "Answer")
+    assert out.tool_calls[0].arguments == {"content": "ab"}
+    # the end of the answer: what precedes a leaked token counts as the end of the text
+    out = parse("<function=get_weather>\n<parameter=city>\nRome\n</function><|im_end|>", WEATHER)
+    assert out.tool_calls[0].arguments == {"city": "Rome"}
+    # removed in one pass over the text as written; unfinished look-alikes stay text
+    assert parse("a <|im_<|im_end|>end|> b <|endof").content == "a <|im_end|> b <|endof"
+    assert parse("x <|im_start|> y").content == "x <|im_start|> y"
+
+
 def test_json_arguments_that_are_not_an_object_give_an_error() -> None:
     [call] = parse('<tool_call>{"name": "f", "arguments": "not json"}</tool_call>').tool_calls
     assert call.name == "f" and call.arguments == {} and "not valid JSON" in (call.error or "")
@@ -206,6 +236,9 @@ def test_bare_function_without_tool_call() -> None:
         "<tool_call>\n<function=get_weather>\n<parameter=city>\nRome\n</parameter>\n<parameter=days>\n4\n</tool_call>",
         # ... at the end of the text
         "<tool_call>\n<function=get_weather>\n<parameter=city>\nRome\n</parameter>\n<parameter=days>\n4\n",
+        # ... at the next <parameter=, also when that parameter is then properly closed (a forgotten closer)
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nRome\n<parameter=days>\n4\n</parameter>\n</function>\n</tool_call>",
+        "<function=get_weather><parameter=city>Rome<parameter=days>4</parameter></function>",
         # drifted closers
         "<tool_call>\n<function=get_weather>\n<parameter=city>\nRome\n</parameter1>\n<parameter=days>\n4\n</parameter_days>\n</function>\n</tool_call>",
         "<tool_call>\n<function=get_weather>\n<parameter=city>\nRome\n</parameter>\n<parameter=days>\n4\n</parameter\n</function>\n</tool_call>",
@@ -302,6 +335,23 @@ def test_null_only_where_allowed() -> None:
     assert "parameter 'i'" in (call.error or "") and "parameter 's'" not in (call.error or "")
 
 
+def test_objects_and_arrays_json_encoded_as_a_string_are_decoded_once_more() -> None:
+    encoded = {"o": json.dumps(json.dumps({"k": [1, None]})), "a": json.dumps("[True, None]")}
+    encoded["py_dict"] = json.dumps("{'a': 1}")
+    expected = {"o": {"k": [1, None]}, "a": [True, None], "py_dict": {"a": 1}}
+    call = typed(**encoded)
+    assert (call.arguments, call.error) == (expected, None)
+    structured = {"o": json.dumps({"k": [1, None]}), "a": "[True, None]", "py_dict": "{'a': 1}"}
+    assert convert_arguments("typed", structured, TYPED) == (expected, None)
+    assert convert_arguments("typed", encoded, TYPED) == (expected, None)
+    block = "<tool_call>" + json.dumps({"name": "typed", "arguments": encoded}) + "</tool_call>"
+    assert parse(block, TYPED).tool_calls[0].arguments == expected
+    # only once more, and only for an object or array: a string stays the text written
+    assert typed(s=json.dumps("[1]")).arguments == {"s": '"[1]"'}
+    call = typed(o=json.dumps(json.dumps(json.dumps({}))))
+    assert call.arguments["o"] == json.dumps(json.dumps(json.dumps({}))) and "expected object" in (call.error or "")
+
+
 def test_objects_and_arrays_from_json_or_python_literals() -> None:
     call = typed(
         o='{"k": [1, 2.5, null], "中": "文"}', a="[1, 2]", py_dict="{'a': True, 'b': None}", py_list="(1, 'x')"
@@ -364,11 +414,53 @@ def test_values_may_contain_tool_call_markup_as_text() -> None:
     assert out.tool_calls[0].arguments == {"path": "c.xml", "content": xml, "mode": "w"}
 
 
+def test_function_and_tool_call_closers_inside_a_value_are_text_unless_structure_follows() -> None:
+    # Tools that write code, XML or templates get their whole value (issue 10).
+    template = (
+        "{% macro f() %}</function>{% endmacro %}\n"
+        "<xml><call></tool_call> is how a call ends</call>\n"
+        "  </function>\n  done\n</tool_call>\t!"
+    )
+    text = "Saving.\n" + call_block("write_file", path="t.j2", content=template) + "\nSaved."
+    out = parse(text, TOOLS)
+    assert [c.arguments for c in out.tool_calls] == [{"path": "t.j2", "content": template}]
+    assert out.content == "Saving.\n\nSaved." and out.tool_calls[0].error is None
+    # structural markup (or the end) after them: they end the value, as before
+    for closer in ("\n</function>\n</tool_call>", "\n</function>", "\n</tool_call>", "</function>  ", "</tool_call>\n"):
+        out = parse("<function=get_weather>\n<parameter=city>\nRome" + closer, WEATHER)
+        assert [c.arguments for c in out.tool_calls] == [{"city": "Rome"}] and out.content == "", closer
+    for between in ("</function>\n", "</tool_call>\n", "</function>\n</tool_call>\n"):
+        text = "<function=get_weather>\n<parameter=city>\nRome\n" + between + call_block("get_weather", city="Oslo")
+        assert [c.arguments["city"] for c in parse(text, WEATHER).tool_calls] == ["Rome", "Oslo"], between
+    # </function> followed by text: still the value (it runs to the next real closer or the end)
+    out = parse("<function=get_weather>\n<parameter=city>\nRome\n</function>\nNice city.", WEATHER)
+    assert out.tool_calls[0].arguments == {"city": "Rome\n</function>\nNice city."}
+
+
+def test_a_streamed_call_is_not_finished_before_its_closer_is_decided() -> None:
+    parser = StreamParser(TOOLS)
+    events = parser.feed("<tool_call>\n<function=write_file>\n<parameter=content>\nhtml = '</function>")
+    events += parser.feed("\n  ")
+    assert not [e for e in events if isinstance(e, ToolCallFinished)]
+    events += parser.feed("'\n</parameter>\n</function>\n</tool_call>")
+    [finished] = [e for e in events if isinstance(e, ToolCallFinished)]
+    assert finished.call.arguments == {"content": "html = '</function>\n  '"}
+    # an unclosed value meets </tool_call> at the end of what arrived: text or the end? Not decided yet
+    parser = StreamParser(WEATHER)
+    assert not [
+        e
+        for e in parser.feed("<function=get_weather>\n<parameter=city>\nRome\n</tool_call>\n")
+        if isinstance(e, ToolCallFinished)
+    ]
+    [finished] = [e for e in parser.close() if isinstance(e, ToolCallFinished)]
+    assert (finished.call.arguments, finished.call.complete) == ({"city": "Rome"}, True)
+
+
 def test_a_parameter_tag_in_an_unclosed_value() -> None:
-    # "mode" is a parameter not given yet, but a well-formed closer follows: every parameter closed means text
-    code = 'print("<parameter=mode>")'
-    text = f"<function=write_file>\n<parameter=content>\n{code}\n</parameter>\n</function>"
-    assert parse(text, TOOLS).tool_calls[0].arguments == {"content": code}
+    # a parameter of the function not given yet starts it, even when a closer follows later (issue 10: a
+    # forgotten </parameter> is far more common than a value quoting its own function's parameter tag)
+    text = "<function=write_file>\n<parameter=content>\nx = 1\n<parameter=mode>\nw\n</parameter>\n</function>"
+    assert parse(text, TOOLS).tool_calls[0].arguments == {"content": "x = 1", "mode": "w"}
     # no closer anywhere: the tag starts the parameter
     text = "<function=write_file>\n<parameter=content>\nhello\n<parameter=mode>\nw\n</function>"
     assert parse(text, TOOLS).tool_calls[0].arguments == {"content": "hello", "mode": "w"}
@@ -520,10 +612,12 @@ def test_long_undecided_text_streams_the_same() -> None:
     code = "for i in range(10):\n    print(i < 5)\n" * 100
     json_call = '<tool_call>\n{"name": "write_file", "arguments": {"content": ' + json.dumps(code) + "}}\n</tool_call>"
     split = "<function=write_file>\n<parameter=content>\nstart\n<parameter=mode>\n" + code + "</function>"
-    text_tag = "<function=write_file>\n<parameter=content>\n<parameter=mode>\n" + code + "</parameter>\n</function>"
+    # a </function> in a value is decided by what follows it, here after a long run of whitespace
+    ws = " \n" * 3000
+    held = "<function=write_file>\n<parameter=content>\nx</function>" + ws + "y\n</parameter>\n</function>"
     assert parse(json_call, TOOLS).tool_calls[0].arguments == {"content": code}
     assert parse(split, TOOLS).tool_calls[0].arguments == {"content": "start", "mode": code[:-1]}
-    assert parse(text_tag, TOOLS).tool_calls[0].arguments == {"content": "<parameter=mode>\n" + code[:-1]}
+    assert parse(held, TOOLS).tool_calls[0].arguments == {"content": "x</function>" + ws + "y"}
 
 
 def test_stream_lifecycle() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agentcpm.parsing import StreamParser, parse_output, render_tool_calls
+from agentcpm.parsing import StreamParser, convert_arguments, parse_output, render_tool_calls
 from agentcpm.types import (
     ContentDelta,
     ReasoningDelta,
@@ -50,6 +51,10 @@ MARKUP = [
     "None",
     "42",
     "true",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|im_",
+    "end|>",
 ]
 TOOLS = [
     {"name": "f", "parameters": {"properties": {"a": {"type": "integer"}, "b": {"type": "string"}}}},
@@ -116,18 +121,42 @@ def test_streaming_equals_batch(
 
 # ---------------------------------------------------------------------------- render -> parse
 
-# What docs/parsing.md says render cannot express (the template has no escaping): a rendered value containing
-# </function> or </tool_call>, or a </parameter> closer followed by whitespace and <parameter=, </function> or
-# </tool_call>; a nullable string reading "null"/"None".
-_CLOSER = re.compile(r"</parameter[^<>\s]{0,32}>?\s*")
+
+@SETTINGS
+@given(
+    text=markup_text.filter(lambda t: "<|" not in t),
+    cuts=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(["<|im_end|>", "<|endoftext|>"])), max_size=4),
+    tools=st.sampled_from([None, TOOLS]),
+)
+def test_leaked_special_tokens_change_nothing(text: str, cuts: list[tuple[int, str]], tools: Any) -> None:
+    leaked, pos = [], 0
+    for at, token in sorted((at % (len(text) + 1), token) for at, token in cuts):
+        leaked += [text[pos:at], token]
+        pos = at
+    leaked.append(text[pos:])
+    assert summary(parse_output("".join(leaked), tools)) == summary(parse_output(text, tools))
 
 
-def renders_exactly(text: str) -> bool:
-    if "</function>" in text or "</tool_call>" in text:
+# ---------------------------------------------------------------------------- render -> parse
+
+# What docs/parsing.md says render cannot express (the template has no escaping): a rendered value containing a
+# closer followed by whitespace and structural markup (a </parameter> by <parameter=, </function> or
+# </tool_call>; a </function> by </tool_call>, <tool_call> or <function=; a </tool_call> by <tool_call> or
+# <function=), or a <parameter=K> tag, K a parameter of the function not given before; a nullable string
+# reading "null"/"None".
+_CLOSES = [
+    (re.compile(r"</parameter[^<>\s]{0,32}>?\s*"), ("<parameter=", "</function>", "</tool_call>")),
+    (re.compile(r"</function>\s*"), ("</tool_call>", "<tool_call>", "<function=")),
+    (re.compile(r"</tool_call>\s*"), ("<tool_call>", "<function=")),
+]
+_TAG = re.compile(r"<parameter=([^<>\n]*)>")
+
+
+def renders_exactly(text: str, starts: set[str] | frozenset[str] = frozenset()) -> bool:
+    """starts: the parameter names a <parameter=K> tag in this value would start."""
+    if any(m.group(1) in starts or m.group(1).strip() in starts for m in _TAG.finditer(text)):
         return False
-    return not any(
-        text.startswith(("<parameter=", "</function>", "</tool_call>"), m.end()) for m in _CLOSER.finditer(text)
-    )
+    return not any(text.startswith(follow, m.end()) for closer, follow in _CLOSES for m in closer.finditer(text))
 
 
 VALUE_MARKUP = ["</parameter>", "</parameter", "<parameter=a>", "<parameter=p1>", "<tool_call>", "<function=x>"]
@@ -182,11 +211,14 @@ def test_render_then_parse_gives_the_calls_back(case: tuple[list[ToolCall], list
     text = render_tool_calls(calls)
     out = parse_output(text, tools)  # never raises, even for what render cannot express
     kinds = {t["name"]: t["parameters"]["properties"] for t in tools}
-    exact = all(
-        renders_exactly(text_of(call, key)) and not nullable_null_string(kinds[call.name][key], value)
-        for call in calls
-        for key, value in call.arguments.items()
-    )
+    exact = True
+    for call in calls:
+        given: set[str] = set()
+        for key, value in call.arguments.items():
+            given.add(key)
+            starts = set(kinds[call.name]) - given
+            exact = exact and renders_exactly(text_of(call, key), starts)
+            exact = exact and not nullable_null_string(kinds[call.name][key], value)
     assume(exact)
     assert [(c.name, c.arguments, c.error, c.complete) for c in out.tool_calls] == [
         (c.name, c.arguments, None, True) for c in calls
@@ -197,6 +229,24 @@ def test_render_then_parse_gives_the_calls_back(case: tuple[list[ToolCall], list
 def text_of(call: ToolCall, key: str) -> str:
     block = render_tool_calls([ToolCall(name=call.name, arguments={key: call.arguments[key]})])
     return block[block.index(f"<parameter={key}>\n") + len(f"<parameter={key}>\n") : block.rindex("\n</parameter>")]
+
+
+@SETTINGS
+@given(
+    value=st.one_of(st.dictionaries(strings, json_values, max_size=3), st.lists(json_values, max_size=3)),
+    python=st.booleans(),
+)
+def test_objects_and_arrays_encoded_once_more_come_back(value: Any, python: bool) -> None:
+    """An object or array written as JSON or a Python literal, or that text JSON-encoded once more."""
+    tools = [
+        {"name": "f", "parameters": {"properties": {"v": {"type": "object" if isinstance(value, dict) else "array"}}}}
+    ]
+    inner = repr(value) if python else json.dumps(value, ensure_ascii=False)
+    for text in (inner, json.dumps(inner, ensure_ascii=False)):
+        assert convert_arguments("f", {"v": text}, tools) == ({"v": value}, None)
+        assume(renders_exactly(text))
+        call = parse_output(render_tool_calls([ToolCall(name="f", arguments={"v": text})]), tools).tool_calls[0]
+        assert (call.arguments, call.error) == ({"v": value}, None)
 
 
 def nullable_null_string(schema: dict[str, Any], value: Any) -> bool:
