@@ -24,10 +24,16 @@ class ConfigurationError(AgentCPMError, ValueError):
 class MissingDependencyError(AgentCPMError, ImportError):
     """An optional dependency is not installed; the message names the pip command that installs it."""
 
+    #: The torch to install before the ``local`` extra (an unpinned torch may pull gigabytes of CUDA wheels).
+    TORCH = "torch==2.13.0"
+
     def __init__(self, package: str, extra: str | None = None, purpose: str = "") -> None:
-        install = f'pip install "agentcpm[{extra}]"' if extra else f"pip install {package}"
+        install = f'`pip install "agentcpm[{extra}]"`' if extra else f"`pip install {package}`"
+        if extra == "local" and "torch" in package.replace(",", " ").split():
+            install = f"`pip install {self.TORCH}` (or the torch build for your platform) first, then {install}"
+        verb = "are" if " and " in package else "is"
         what = f" for {purpose}" if purpose else ""
-        super().__init__(f"{package} is needed{what} but is not installed: run `{install}`")
+        super().__init__(f"{package} {verb} needed{what} but not installed: run {install}")
         self.package = package
         self.extra = extra
 
@@ -97,6 +103,10 @@ class ServerError(BackendError):
         self.status_code = status_code
 
 
+class RequestTimeout(ServerError, TimeoutError):
+    """No complete answer within ``timeout=`` (a whole-request deadline), or a server silent for too long."""
+
+
 class ResponseError(BackendError):
     """The server's reply could not be understood (not JSON, no choices, a stream cut off)."""
 
@@ -138,6 +148,10 @@ class MaxStepsExceeded(AgentError):
 
 class OutputValidationError(AgentError):
     """The final answer did not fit ``output_type`` even after re-asking."""
+
+
+class ApprovalError(AgentError, TypeError):
+    """An approval callback answered with neither a bool nor a string (the call was not run)."""
 
 
 class TranscriptError(AgentCPMError, ValueError):

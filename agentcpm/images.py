@@ -10,6 +10,8 @@ import binascii
 import io
 import math
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +30,9 @@ SLICE_SIZE = 448
 
 #: Largest download accepted for an image URL.
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+
+#: Seconds an image URL has to download in full (not per read: a server trickling bytes is cut off too).
+DOWNLOAD_TIMEOUT: float = float(os.environ.get("AGENTCPM_IMAGE_DOWNLOAD_TIMEOUT", 30))
 
 ImageFormat = Literal["auto", "png", "jpeg"]
 
@@ -61,37 +66,72 @@ def _decode_data_url(url: str) -> bytes:
         raise ImageError(f"the data URL is not valid base64: {exc}", url[:40]) from exc
 
 
-def _download(url: str) -> bytes:
+def _download(url: str, timeout: float | None = None) -> bytes:
+    """The body at ``url``, or ImageError: ``timeout`` bounds the whole download, not each read."""
+    seconds = DOWNLOAD_TIMEOUT if timeout is None else timeout
+    deadline = time.monotonic() + seconds
+    outcome: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["data"] = _fetch(url, seconds, deadline, stop)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    # In a thread so that the caller gets its answer at the deadline even while one read still waits;
+    # the thread stops at its next chunk (a silent server frees it after one read timeout).
+    thread = threading.Thread(target=work, name="agentcpm-image-download", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        stop.set()
+        raise _too_slow(url, seconds)
+    if "error" in outcome:
+        raise outcome["error"]
+    data: bytes = outcome["data"]
+    return data
+
+
+def _too_slow(url: str, seconds: float) -> ImageError:
+    return ImageError(
+        f"the image at {url} did not download within {seconds:g} s; download it yourself and pass the file, "
+        "or raise agentcpm.images.DOWNLOAD_TIMEOUT (AGENTCPM_IMAGE_DOWNLOAD_TIMEOUT)",
+        url,
+    )
+
+
+def _fetch(url: str, seconds: float, deadline: float, stop: threading.Event) -> bytes:
     import httpx
 
+    too_large = ImageError(
+        f"the image at {url} is larger than {MAX_DOWNLOAD_BYTES:,} bytes; download and shrink it yourself, "
+        "or raise agentcpm.images.MAX_DOWNLOAD_BYTES",
+        url,
+    )
     try:
-        with httpx.stream("GET", url, timeout=30.0, follow_redirects=True) as response:
+        with httpx.stream("GET", url, timeout=seconds, follow_redirects=True) as response:
             response.raise_for_status()
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
+                raise too_large
             chunks: list[bytes] = []
             size = 0
             for chunk in response.iter_bytes():
+                if stop.is_set() or time.monotonic() > deadline:
+                    raise _too_slow(url, seconds)
                 size += len(chunk)
                 if size > MAX_DOWNLOAD_BYTES:
-                    raise ImageError(f"image at {url} is larger than {MAX_DOWNLOAD_BYTES} bytes", url)
+                    raise too_large
                 chunks.append(chunk)
             return b"".join(chunks)
     except httpx.HTTPError as exc:
         raise ImageError(f"could not download the image at {url}: {exc}", url) from exc
 
 
-def load_image(source: Any, *, max_pixels: int | None = None) -> PILImage.Image:
-    """Open and fully decode an image as RGB, refusing corrupt data and oversized images.
-
-    ``source`` may be a path, an http(s) or data URL, bytes, a PIL image or a numpy array (HxW or HxWxC,
-    uint8). Raises :class:`ImageError` (or :class:`ImageTooLargeError`) naming the source.
-
-    >>> load_image("photo.jpg").size  # doctest: +SKIP
-    (1920, 1080)
-    """
+def _open(source: Any, name: str, limit: int) -> PILImage.Image:
+    """The image with its header read and checked (size, pixel limit), its pixels not yet decoded."""
     from PIL import Image, UnidentifiedImageError
-
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
-    name = describe_source(source)
 
     if isinstance(source, Image.Image):
         image = source
@@ -101,28 +141,29 @@ def load_image(source: Any, *, max_pixels: int | None = None) -> PILImage.Image:
         except (TypeError, ValueError) as exc:
             raise ImageError(f"cannot make an image from the array {name}: {exc}", name) from exc
     else:
+        file: Any
         if isinstance(source, (bytes, bytearray, memoryview)):
-            data = bytes(source)
+            file = io.BytesIO(source)
         elif isinstance(source, str) and source.startswith("data:"):
-            data = _decode_data_url(source)
+            file = io.BytesIO(_decode_data_url(source))
         elif is_url(source):
-            data = _download(str(source))
+            file = io.BytesIO(_download(str(source)))
         elif isinstance(source, (str, Path)):
             path = Path(source).expanduser()
             if not path.is_file():
                 raise ImageError(f"no image file at {path}: check the path", str(path))
-            data = path.read_bytes()
+            file = path  # read as it decodes: the compressed bytes are never all in memory
         else:
             raise ImageError(
                 f"unsupported image source {name}: give a path, URL, bytes, PIL image or numpy array", name
             )
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(file)
         except Image.DecompressionBombError as exc:
             raise ImageTooLargeError(
                 f"{name} is refused as a possible decompression bomb ({exc}); resize it first", name
             ) from exc
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise ImageError(f"{name} is not a readable image ({exc})", name) from exc
 
     width, height = image.size
@@ -134,24 +175,82 @@ def load_image(source: Any, *, max_pixels: int | None = None) -> PILImage.Image:
         )
     if width == 0 or height == 0:
         raise ImageError(f"{name} is empty ({width}x{height})", name)
-    try:
-        image.load()
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{name} is corrupt or truncated ({exc})", name) from exc
-    if image.mode != "RGB":
-        image = _to_rgb(image)
     return image
 
 
-def _to_rgb(image: PILImage.Image) -> PILImage.Image:
+def _decode(image: PILImage.Image, name: str) -> None:
+    try:
+        image.load()
+    except Exception as exc:  # Pillow's decoders raise OSError, ValueError, SyntaxError, struct.error, ...
+        if isinstance(exc, MemoryError):
+            raise
+        raise ImageError(f"{name} is corrupt or truncated ({exc})", name) from exc
+
+
+def load_image(source: Any, *, max_pixels: int | None = None) -> PILImage.Image:
+    """Open and fully decode an image as RGB, refusing corrupt data and oversized images.
+
+    ``source`` may be a path, an http(s) or data URL, bytes, a PIL image or a numpy array (HxW or HxWxC,
+    uint8). Raises :class:`ImageError` (or :class:`ImageTooLargeError`) naming the source. Image URLs are
+    downloaded within :data:`DOWNLOAD_TIMEOUT` seconds and :data:`MAX_DOWNLOAD_BYTES` bytes.
+
+    >>> load_image("photo.jpg").size  # doctest: +SKIP
+    (1920, 1080)
+    """
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    name = describe_source(source)
+    image = _open(source, name, limit)
+    _decode(image, name)
+    return _to_rgb(image, name) if image.mode != "RGB" else image
+
+
+def load_for_model(
+    source: Any,
+    max_slice_nums: int | None = None,
+    downsample_mode: DownsampleMode | None = None,
+    *,
+    max_pixels: int | None = None,
+) -> PILImage.Image:
+    """:func:`load_image` then :func:`fit_for_model`, with the memory of the size the model uses.
+
+    A JPEG larger than :func:`model_image_size` is decoded at a reduced scale (1/2, 1/4 or 1/8, never below
+    that size), a file is read as it decodes (its compressed bytes are never all in memory), and a grey
+    image is resized before it becomes RGB. The result is exactly :func:`model_image_size`.
+    """
     from PIL import Image
 
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    name = describe_source(source)
+    image = _open(source, name, limit)
+    size = model_image_size(image.width, image.height, max_slice_nums, downsample_mode)
+    if image.format == "JPEG" and image.size != size and not isinstance(source, Image.Image):
+        try:
+            image.draft(image.mode, size)  # the decoder scales the DCT: the full size is never in memory
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"{name} is not a readable image ({exc})", name) from exc
+    _decode(image, name)
+    if image.mode in ("RGB", "L") and image.size != size:
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)  # before converting: smaller
+    if image.mode != "RGB":
+        image = _to_rgb(image, name)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return image
+
+
+def _to_rgb(image: PILImage.Image, name: str = "") -> PILImage.Image:
+    from PIL import Image
+
+    try:
+        if image.mode == "P" and "transparency" in image.info:
+            image = image.convert("RGBA")
+        if image.mode in ("RGBA", "LA", "RGBa", "La"):
+            background = Image.new("RGB", image.size, (255, 255, 255))
+            background.paste(image, mask=image)  # an RGBA mask means its alpha band: no extra copy of it
+            return background
+        return image.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"{name} cannot be converted to RGB ({exc})", name) from exc
 
 
 def looks_like_text(image: PILImage.Image) -> bool:
@@ -341,6 +440,6 @@ def image_to_data_url(
     max_pixels: int | None = None,
     downsample_mode: DownsampleMode | None = None,
 ) -> str:
-    """Load, validate, resize for the model (:func:`fit_for_model`) and encode an image as a data URL."""
-    image = fit_for_model(load_image(source, max_pixels=max_pixels), max_slice_nums, downsample_mode)
+    """Load, validate, resize for the model (:func:`load_for_model`) and encode an image as a data URL."""
+    image = load_for_model(source, max_slice_nums, downsample_mode, max_pixels=max_pixels)
     return data_url(*encode_image(image, fmt))

@@ -109,7 +109,7 @@ class ImagePart(BaseModel):
     ) -> str:
         """The image resized to what the model uses with these settings, encoded as a ``data:`` URL."""
         return _images.image_to_data_url(
-            self.open(),
+            self._image if self._image is not None else self.source,  # unopened: decoded at the size sent
             fmt=fmt,
             max_slice_nums=max_slice_nums,
             max_pixels=self.max_pixels,

@@ -8,12 +8,11 @@ in-process. Prints medians.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
 import time
-
-RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 15
 
 PIECES = """
 import time
@@ -32,15 +31,18 @@ def wall(command: list[str]) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="?", type=int, default=15, metavar="RUNS", help="runs of each (default 15)")
+    runs = parser.parse_args().runs
     python = [sys.executable]
-    bare = statistics.median(wall([*python, "-c", "pass"]) for _ in range(RUNS))
-    help_ = statistics.median(wall([*python, "-m", "agentcpm", "--help"]) for _ in range(RUNS))
+    bare = statistics.median(wall([*python, "-c", "pass"]) for _ in range(runs))
+    help_ = statistics.median(wall([*python, "-m", "agentcpm", "--help"]) for _ in range(runs))
     pieces = [
         [float(x) for x in subprocess.run([*python, "-c", PIECES], capture_output=True, text=True).stdout.split()]
-        for _ in range(RUNS)
+        for _ in range(runs)
     ]
     package, cli, parser = (statistics.median(p[i] for p in pieces) for i in range(3))
-    print(f"{'median of ' + str(RUNS) + ' runs':<36}{'seconds':>8}")
+    print(f"{'median of ' + str(runs) + ' runs':<36}{'seconds':>8}")
     print(f"{'agentcpm --help (whole process)':<36}{help_:>8.3f}")
     print(f"{'python -c pass (interpreter start)':<36}{bare:>8.3f}")
     print(f"{'  import agentcpm (the package)':<36}{package:>8.3f}")

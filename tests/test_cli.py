@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,9 +22,8 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a fresh user: no agentcpm settings, an empty home and state folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTCPM_", "OPENAI_"))}
     env.pop("DISPLAY", None)
-    env.update(
-        HOME=str(home), XDG_STATE_HOME=str(home / "state"), NO_COLOR="1", COLUMNS="100", HF_HUB_OFFLINE="1", **extra
-    )
+    env.update(HOME=str(home), XDG_STATE_HOME=str(home / "state"), NO_COLOR="1", COLUMNS="100", HF_HUB_OFFLINE="1")
+    env.update(extra)
     return env
 
 
@@ -199,21 +199,112 @@ def test_ask_the_tiny_model(home: Path, scripted_model_path: Path) -> None:
     out = json.loads(result.stdout)
     assert out["content"] == THINK_ANSWER
     assert out["reasoning"] == THINK_REASONING
-    assert "falling back" not in result.stderr  # transformers' kernel notes stay out of the terminal
+    assert result.stderr == ""  # no "Loading weights" bar, no kernel notes from transformers
 
 
-def test_missing_model_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def run_main(home: Path, code: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``main(args)`` in a fresh interpreter after ``code`` ran (to hide a package, say); exits with its status."""
+    script = f"import sys\n{code}\nfrom agentcpm.cli.main import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        cwd=home,
+        env=cli_env(home, **env),
+        timeout=300,
+    )
+
+
+def test_missing_model_folder_fails_at_once_without_torch(home: Path) -> None:
+    code = "import atexit; atexit.register(lambda: print('torch' in sys.modules))"
+    result = run_main(home, code, "ask", "hi", "--model", "./nope")
+    assert result.returncode == 1
+    assert result.stdout == "False\n"  # checked before the seconds torch takes to import
+    line = one_friendly_line(result.stderr)
+    assert "./nope" in line and "no folder" in line and "--model PATH" in line and "--base-url URL" in line
+    assert "hf download" not in line and "Client(" not in line and "model=" not in line
+
+
+def test_missing_model_names_flags_not_python_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import logging
 
     from agentcpm.cli.main import main
 
     level = logging.getLogger("agentcpm").level
     try:  # in-process: the model stack is usually loaded already, a subprocess would load it again
-        assert main(["ask", "hi", "--model", str(tmp_path / "no-such-model")]) == 1
+        code = main(["ask", "hi", "--model", "agentcpm-tests/no-such-model"])
     finally:
         logging.getLogger("agentcpm").setLevel(level)
+    assert code == 1
     line = one_friendly_line(capsys.readouterr().err)
-    assert "no-such-model" in line and "--base-url" in line
+    assert "no-such-model" in line and "--model PATH" in line and "--base-url URL" in line and "hf download" in line
+    assert "Client(" not in line and "model=" not in line and "base_url" not in line
+
+
+@pytest.mark.slow
+def test_doctor_fails_where_ask_fails_without_accelerate(home: Path, tiny_model_path: Path) -> None:
+    hide = "sys.modules['accelerate'] = None  # as if not installed"
+    doctor = run_main(home, hide, "doctor", "--model", str(tiny_model_path))
+    assert doctor.returncode == 1, doctor.stdout
+    line = next(line for line in doctor.stdout.splitlines() if line.startswith("FAIL"))
+    assert "accelerate" in line and 'pip install "agentcpm[local]"' in line
+    ask = run_main(home, hide, "ask", "What is in this picture?", "--model", str(tiny_model_path))
+    assert ask.returncode == 1
+    line = one_friendly_line(ask.stderr)
+    assert "accelerate is needed" in line and 'pip install "agentcpm[local]"' in line
+
+
+@pytest.mark.slow
+def test_doctor_fails_where_ask_fails_with_no_hub_and_no_cache(home: Path) -> None:
+    offline_hub = {"HF_ENDPOINT": closed_port_url().removesuffix("/v1"), "HF_HUB_CACHE": str(home / "cache")}
+    doctor = agentcpm(home, "doctor", HF_HUB_OFFLINE="0", **offline_hub)
+    assert doctor.returncode == 1, doctor.stdout
+    line = next(line for line in doctor.stdout.splitlines() if line.startswith("FAIL"))
+    assert "openbmb/MiniCPM-V-4.6 is not cached and the hub does not answer" in line and "--model" in line
+    ask = agentcpm(home, "ask", "hi", HF_HUB_OFFLINE="0", **offline_hub)
+    assert ask.returncode == 1
+    assert "the hub is unreachable" in one_friendly_line(ask.stderr)
+
+
+def test_doctor_fails_on_a_folder_that_is_not_there(home: Path) -> None:
+    result = agentcpm(home, "doctor", "--model", "./nope")
+    assert result.returncode == 1
+    line = next(line for line in result.stdout.splitlines() if line.startswith("FAIL"))
+    assert str(home / "nope") in line
+
+
+def test_run_and_chat_leave_out_the_screen_tools_without_a_display(home: Path, server: OpenAIServer) -> None:
+    server.push("Done without tools.", "Hello.")
+    result = agentcpm(home, "run", "Tidy up", "--base-url", server.base_url)
+    assert result.returncode == 0, result.stderr
+    assert "Done without tools." in result.stdout
+    assert "tools" not in server.requests[0]  # not offered only to fail at the first call
+    result = agentcpm(home, "chat", "--base-url", server.base_url, stdin="Hi\n")
+    assert result.returncode == 0, result.stderr
+    assert "tools: none" in result.stdout and "tools" not in server.requests[1]
+
+
+def test_tools_named_without_a_display_fail_before_the_model_is_asked(home: Path, server: OpenAIServer) -> None:
+    for command in (["run", "Tidy up"], ["chat"]):
+        result = agentcpm(home, *command, "--tools", "screen", "--base-url", server.base_url, stdin="Hi\n")
+        assert result.returncode == 1, result.stdout
+        line = one_friendly_line(result.stderr)
+        assert "display" in line and "--tools none" in line
+    assert server.requests == []
+
+
+def test_every_argument_has_help(home: Path) -> None:
+    result = agentcpm(home, "watch", "--help")
+    assert result.returncode == 0
+    assert re.search(r"QUESTION\s+what to ask about the screen", result.stdout), result.stdout
+
+
+def test_cli_bench_help(home: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/cli_bench.py"), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "RUNS" in result.stdout
 
 
 # ---------------------------------------------------------------------------- on a real display (Xvfb)

@@ -125,3 +125,178 @@ def test_auto_format_prefers_png_for_screens_and_jpeg_for_photos():
     data, mime = images.encode_image(photo, "png")
     assert mime == "image/png" and Image.open(io.BytesIO(data)).size == (300, 200)
     assert images.data_url(b"ab", "image/png") == "data:image/png;base64,YWI="
+
+
+# ------------------------------------------------------------------------------ large images, memory
+
+
+def big_jpeg(path: Path, width: int, height: int) -> Path:
+    """A JPEG with some detail (flat images would hide a decoding mistake)."""
+    small = Image.merge("RGB", [Image.effect_noise((width // 32, height // 32), 60) for _ in range(3)])
+    small.resize((width, height), Image.Resampling.BILINEAR).save(path, format="JPEG", quality=85)
+    return path
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_and_sent_at_the_model_size(tmp_path: Path, monkeypatch):
+    from PIL import JpegImagePlugin
+
+    path = big_jpeg(tmp_path / "big.jpg", 4000, 3000)
+    scales = []
+    real_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):  # type: ignore[no-untyped-def]
+        result = real_draft(self, mode, size)
+        scales.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    target = images.model_image_size(4000, 3000)
+    image = images.load_for_model(str(path))
+    assert image.size == target and image.mode == "RGB"
+    assert target == (1568, 1176)
+    assert scales == [(2000, 1500)]  # decoded at 1/2 scale, the smallest still above the size sent
+    # What a server gets: the same size, and the part does not keep a full-size decode.
+    part = ImagePart(path)
+    url = part.to_openai()["image_url"]["url"]
+    assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == target
+    assert part._image is None
+    # A part already opened in full is sent from that image, at the same size.
+    opened = ImagePart(path)
+    assert opened.open().size == (4000, 3000)
+    assert Image.open(io.BytesIO(base64.b64decode(opened.data_url().split(",", 1)[1]))).size == target
+
+
+def test_draft_decoding_keeps_the_picture(tmp_path: Path):
+    path = big_jpeg(tmp_path / "big.jpg", 3200, 2400)
+    full = images.fit_for_model(images.load_image(path))
+    drafted = images.load_for_model(path)
+    assert full.size == drafted.size
+    difference = np.abs(np.asarray(full, dtype=np.int16) - np.asarray(drafted, dtype=np.int16))
+    assert difference.mean() < 3
+
+
+def test_grey_and_transparent_large_images_come_out_rgb_at_the_model_size(tmp_path: Path):
+    grey = Image.effect_noise((2400, 1800), 30)
+    rgba = Image.new("RGBA", (2400, 1800), (0, 0, 0, 0))
+    for source in (grey, rgba, grey.convert("P")):
+        path = save(source, tmp_path / f"{source.mode}.png")
+        image = images.load_for_model(path)
+        assert image.mode == "RGB" and image.size == images.model_image_size(2400, 1800)
+    assert images.load_for_model(tmp_path / "RGBA.png").getpixel((5, 5)) == (255, 255, 255)
+
+
+PEAK_SCRIPT = """
+import sys
+from pathlib import Path
+from PIL import Image, JpegImagePlugin, PngImagePlugin
+from agentcpm.types import ImagePart
+def peak():
+    return int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) // 1024
+before = peak()
+ImagePart(sys.argv[1]).to_openai()
+print(peak() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak resident size from /proc")
+def test_sending_a_36_megapixel_jpeg_never_holds_it_decoded_in_full(tmp_path: Path):
+    import subprocess
+    import sys
+
+    path = big_jpeg(tmp_path / "huge.jpg", 6000, 6000)  # 108 MB once decoded as RGB
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path)], capture_output=True, text=True, check=True)
+    added_mb = int(out.stdout.split()[-1])
+    assert added_mb < 80, out  # about 10 MB with draft decoding; 180 MB and more when decoded in full
+
+
+# ------------------------------------------------------------------------------ corrupt data
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"])
+def test_corrupt_and_truncated_images_always_raise_image_error(fmt: str):
+    photo = Image.merge("RGB", [Image.effect_noise((900, 700), 40) for _ in range(3)])
+    buffer = io.BytesIO()
+    photo.save(buffer, format=fmt)
+    data = buffer.getvalue()
+    damaged = [data[: len(data) * k // 8] for k in range(1, 8)]
+    for offset in (len(data) // 3, len(data) // 2, 20, 40):
+        scrambled = bytearray(data)
+        scrambled[offset : offset + 64] = bytes(range(64))
+        damaged.append(bytes(scrambled))
+    for case in damaged:
+        for attempt in (images.load_image, images.load_for_model, images.image_to_data_url):
+            try:
+                result = attempt(case)
+            except ImageError as exc:
+                assert "bytes>" in str(exc)  # names the source
+            else:  # some damage leaves a decodable image (a scrambled pixel area): then it must be whole
+                assert isinstance(result, str) or result.mode == "RGB"
+
+
+# ------------------------------------------------------------------------------ image URLs
+
+
+class Trickle:
+    """A real HTTP server on 127.0.0.1 that sends an image's headers, then one byte every ``pause`` seconds."""
+
+    def __init__(self, pause: float, length: int = 10_000, declared: int | None = None) -> None:
+        from http.server import BaseHTTPRequestHandler
+
+        done = self.done = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(declared if declared is not None else length))
+                self.end_headers()
+                try:
+                    for _ in range(length):
+                        self.wfile.write(b"\0")
+                        self.wfile.flush()
+                        if done.wait(pause):
+                            return
+                except OSError:  # the client gave up
+                    return
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/slow.png"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.done.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_image_url_that_trickles_bytes_hits_a_whole_download_deadline(monkeypatch):
+    monkeypatch.setattr(images, "DOWNLOAD_TIMEOUT", 1.5)
+    for pause in (0.1, 600.0):  # one byte every 0.1 s (each read is quick), and a server gone silent
+        server = Trickle(pause)
+        try:
+            with pytest.raises(ImageError, match=r"did not download within 1\.5 s") as info:
+                ImagePart(server.url).open()
+            assert info.value.source == server.url and server.url in str(info.value)
+            assert "AGENTCPM_IMAGE_DOWNLOAD_TIMEOUT" in str(info.value)
+        finally:
+            server.close()
+
+
+def test_an_image_url_larger_than_the_limit_is_refused(monkeypatch):
+    monkeypatch.setattr(images, "MAX_DOWNLOAD_BYTES", 1000)
+    server = Trickle(0.0, length=5000)  # declared and sent: refused on the Content-Length
+    try:
+        with pytest.raises(ImageError, match="larger than 1,000 bytes"):
+            ImagePart(server.url).open()
+    finally:
+        server.close()
+    server = Trickle(0.0, length=5000, declared=10_000)  # not declared truthfully: refused as it arrives
+    try:
+        with pytest.raises(ImageError, match="larger than 1,000 bytes"):
+            images.load_image(server.url)
+    finally:
+        server.close()

@@ -306,9 +306,34 @@ def test_missing_model_offline(monkeypatch, tmp_path):
     with pytest.raises(ModelNotFoundError) as info:
         Client(model="agentcpm-tests/no-such-model", device="cpu").chat("hi")
     message = str(info.value)
-    assert "--model PATH" in message and "base_url" in message and "download" in message
-    with pytest.raises(ModelNotFoundError, match="no folder"):
+    assert "model=PATH" in message and "base_url=URL" in message and "hf download agentcpm-tests/" in message
+    with pytest.raises(ModelNotFoundError, match="no folder") as info:
         load_model(str(tmp_path / "missing" / "model"))
+    assert "hf download" not in str(info.value)  # a mistyped folder is not a hub id to download
+
+
+@pytest.mark.parametrize(
+    ("hidden", "expected"),
+    [
+        (
+            ["accelerate"],
+            "accelerate is needed for running the model in-process but not installed: "
+            'run `pip install "agentcpm[local]"`',
+        ),
+        (
+            ["torch", "transformers"],
+            "torch and transformers are needed for running the model in-process but not installed: run "
+            "`pip install torch==2.13.0` (or the torch build for your platform) first, "
+            'then `pip install "agentcpm[local]"`',
+        ),
+    ],
+)
+def test_missing_model_stack_names_each_package_and_the_torch_pin(monkeypatch, tiny_model_path, hidden, expected):
+    for name in hidden:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    with pytest.raises(MissingDependencyError) as info:
+        Client(model=str(tiny_model_path), device="cpu").chat("hi", max_tokens=1)
+    assert str(info.value) == expected
 
 
 def test_quantized_checkpoint_without_its_package(tiny_model_path, tmp_path):

@@ -50,12 +50,33 @@ _DTYPES = {
 # ---------------------------------------------------------------------------- loading
 
 
+#: What loading a checkpoint needs (transformers asks accelerate for ``device_map``), in install order.
+LOAD_PACKAGES = ("torch", "transformers", "accelerate")
+
+#: Show transformers' "Loading weights" progress bar while a checkpoint loads (the ``agentcpm`` command turns
+#: it off unless --verbose). The hub's download bars are not affected.
+show_load_progress = True
+
+
+def missing_packages() -> list[str]:
+    """The packages in :data:`LOAD_PACKAGES` that cannot be imported here (empty when loading can work)."""
+    import importlib.util
+
+    return [name for name in LOAD_PACKAGES if importlib.util.find_spec(name) is None]
+
+
 def _import_torch() -> Any:
+    missing = missing_packages()
     try:
+        if missing:
+            raise ImportError(", ".join(missing))
+        import accelerate  # noqa: F401
         import torch
         import transformers  # noqa: F401
     except ImportError as exc:
-        raise MissingDependencyError("torch and transformers", "local", "running the model in-process") from exc
+        names = missing or [str(exc.name or exc)]
+        package = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        raise MissingDependencyError(package, "local", "running the model in-process") from exc
     return torch
 
 
@@ -159,25 +180,37 @@ def _looks_like_path(model: str) -> bool:
 
 
 def _not_found(model: str, reason: str) -> ModelNotFoundError:
+    if _looks_like_path(model) or Path(model).expanduser().exists():
+        return ModelNotFoundError(
+            f"cannot load the model {model!r}: {reason}. Pass a MiniCPM-V 4.6 checkpoint folder (model=PATH: the "
+            "folder with config.json and the .safetensors files) or a hub id such as openbmb/MiniCPM-V-4.6, or use "
+            "a server running the model (base_url=URL)."
+        )
     return ModelNotFoundError(
-        f"cannot load the model {model!r}: {reason}. Either pass a checkpoint folder "
-        "(Client(model=PATH), `agentcpm --model PATH`), or use a server running the model "
-        "(Client(base_url=...), `agentcpm --base-url URL`), or download it on a machine with internet "
-        f"(`hf download {model} --local-dir DIR`, or `huggingface-cli download ...`), copy DIR here and pass it "
-        "as the model path."
+        f"cannot load the model {model!r}: {reason}. Either pass a checkpoint folder (model=PATH), or use a server "
+        f"running the model (base_url=URL), or download it on a machine with internet (`hf download {model} "
+        "--local-dir DIR`), copy DIR here and pass it as the model path."
     )
+
+
+def check_model_path(model: str) -> None:
+    """Raise :class:`ModelNotFoundError` at once when ``model`` names a folder (it looks like a path, or exists)
+    that is not a checkpoint; a hub id passes. Cheap: imports nothing, touches only the file system."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise _not_found(model, f"the folder {path} has no config.json, so it is not a checkpoint")
+    elif _looks_like_path(model) or path.exists():
+        raise _not_found(model, f"there is no folder at {path}")
 
 
 def resolve_checkpoint(model: str) -> Path:
     """A local checkpoint folder for ``model``: the folder itself, or the hub cache, downloading what is
     missing (with the hub's progress bars). Raises :class:`ModelNotFoundError` with what to do instead."""
+    check_model_path(model)
     path = Path(model).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise _not_found(model, f"the folder {path} has no config.json, so it is not a checkpoint")
         return path.resolve()
-    if _looks_like_path(model) or path.exists():
-        raise _not_found(model, f"there is no folder at {path}")
 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
@@ -234,6 +267,7 @@ def load_model(model: str, *, device: str | None = None, dtype: str | None = Non
     >>> load_model("openbmb/MiniCPM-V-4.6").device  # doctest: +SKIP
     'cuda'
     """
+    check_model_path(model)  # a mistyped folder fails before the seconds torch takes to import
     torch = _import_torch()
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
@@ -247,7 +281,11 @@ def load_model(model: str, *, device: str | None = None, dtype: str | None = Non
         checkpoint = resolve_checkpoint(model)
         logger.info("loading %s on %s (%s)", model, device, dtype)
         from transformers import AutoModelForImageTextToText
+        from transformers.utils import logging as transformers_logging
 
+        bar_was_on = transformers_logging.is_progress_bar_enabled()
+        if not show_load_progress:
+            transformers_logging.disable_progress_bar()
         try:
             network = AutoModelForImageTextToText.from_pretrained(
                 checkpoint, dtype=getattr(torch, dtype), attn_implementation="sdpa", device_map=device
@@ -261,6 +299,9 @@ def load_model(model: str, *, device: str | None = None, dtype: str | None = Non
                 package.group(1) if package else str(exc),
                 purpose=f"the {method.upper()}-quantized checkpoint {model} ({exc})",
             ) from exc
+        finally:
+            if bar_was_on:
+                transformers_logging.enable_progress_bar()
         network.eval()
         processor = load_processor(checkpoint)
         loaded = LoadedModel(name, network, processor, device, dtype, time.perf_counter() - started)

@@ -21,6 +21,7 @@ PACKAGES = {
     "mss": (None, "screen capture"),
     "torch": ("local", "running the model in-process"),
     "transformers": ("local", "running the model in-process"),
+    "accelerate": ("local", "loading the model in-process (device_map)"),
     "pynput": ("gui", "GUI actions (click, type)"),
 }
 
@@ -74,7 +75,10 @@ def check_remote(report: Report, base_url: str, api_key: str | None) -> None:
 
     key = api_key or os.environ.get("AGENTCPM_API_KEY") or os.environ.get("OPENAI_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    from .._redact import redact_url
+
     url = base_url.rstrip("/") + "/models"
+    base_url = redact_url(base_url)  # shown without the URL's credentials
     report.ok("backend", f"remote server at {base_url}")
     try:
         response = httpx.get(url, headers=headers, timeout=5.0)
@@ -103,21 +107,71 @@ def check_remote(report: Report, base_url: str, api_key: str | None) -> None:
 
 
 def check_local(report: Report, model: str) -> None:
+    """What loading ``model`` in-process needs, checked the way loading does it: the packages import, the
+    folder is a checkpoint transformers can read, or the hub id is cached or downloadable now."""
+    from ..backends import local
+    from ..errors import AgentCPMError
+
     report.ok("backend", f"in-process model {model} (no --base-url)")
-    if os.path.isdir(model):
-        if os.path.isfile(os.path.join(model, "config.json")):
-            report.ok("model", f"local folder {os.path.abspath(model)}")
-        else:
-            report.fail("model", f"{model} has no config.json", "point --model at a MiniCPM-V 4.6 checkpoint folder")
+    try:
+        local.check_model_path(model)
+    except AgentCPMError:
+        report.fail(
+            "model",
+            f"no checkpoint folder (with a config.json) at {os.path.abspath(os.path.expanduser(model))}",
+            "point --model at a MiniCPM-V 4.6 checkpoint folder or a hub id",
+        )
         return
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub"
-    )
-    folder = os.path.join(cache, "models--" + model.replace("/", "--"))
-    if os.path.isdir(os.path.join(folder, "snapshots")):
+    try:
+        local._import_torch()
+        import transformers.models.minicpmv4_6  # noqa: F401
+        from transformers import AutoConfig
+    except ImportError as exc:
+        if not isinstance(exc, AgentCPMError):  # a transformers without MiniCPM-V 4.6
+            version = installed("transformers")
+            exc = ImportError(f"transformers {version} cannot run MiniCPM-V 4.6 ({exc})")
+            fix = 'pip install -U "agentcpm[local]" (transformers>=5.7)'
+        else:
+            fix = str(exc).split(": run ", 1)[-1].replace("`", "")
+        report.fail("model stack", str(exc).split(": run ", 1)[0], fix)
+        return
+    report.ok("model stack", "torch, transformers and accelerate import")
+    if os.path.isdir(os.path.expanduser(model)):
+        folder = os.path.abspath(os.path.expanduser(model))
+        try:
+            config = AutoConfig.from_pretrained(folder)
+        except Exception as exc:  # transformers' own message says what is wrong with the folder
+            detail = f"{folder}: {str(exc).strip().splitlines()[0]}"
+            report.fail("model", detail, "point --model at a MiniCPM-V 4.6 checkpoint folder")
+            return
+        report.ok("model", f"local folder {folder} ({config.model_type})")
+        return
+    check_hub_model(report, model)
+
+
+def check_hub_model(report: Report, model: str) -> None:
+    """A hub id: cached, or the hub answers for it now (else ``ask`` would fail: a failure here too)."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if isinstance(try_to_load_from_cache(model, "config.json"), str):
         report.ok("model", f"{model} is in the Hugging Face cache")
-    elif os.environ.get("HF_HUB_OFFLINE") == "1":
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         report.fail("model", f"{model} is not cached and HF_HUB_OFFLINE=1", "download it once online, or use --model")
+        return
+    try:
+        HfApi().model_info(model, timeout=10)
+    except GatedRepoError:
+        report.fail("model", f"{model} is gated on the hub", "accept its terms on the hub, then `hf auth login`")
+    except RepositoryNotFoundError:
+        report.fail("model", f"no repository {model} on the Hugging Face hub", "check the name given to --model")
+    except Exception as exc:  # no network, DNS, proxy, hub down
+        report.fail(
+            "model",
+            f"{model} is not cached and the hub does not answer ({type(exc).__name__})",
+            "connect to the internet for the first run, or pass a downloaded checkpoint folder with --model",
+        )
     else:
         report.warn("model", f"{model} is not cached yet", "it is downloaded on first use (about 3 GB)")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +76,9 @@ def _region(text: str) -> tuple[int, int, int, int]:
     return left, top, width, height
 
 
+TOOLS_HELP = "tool sets: screen, gui, none (default: screen when a display can be captured, else none)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line (cheap: imports nothing)."""
     common = _common_options()
@@ -89,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     chat = commands.add_parser("chat", parents=[common], help="chat in the terminal (the default)")
-    chat.add_argument("--tools", metavar="LIST", help="tool sets: screen, gui, none (default: screen with a display)")
+    chat.add_argument("--tools", metavar="LIST", help=TOOLS_HELP)
     chat.add_argument("--approve", choices=["ask", "allow", "deny"], default="ask", help="tools that need approval")
 
     ask = commands.add_parser("ask", parents=[common], help="one question, one answer (for scripts)")
@@ -101,14 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", parents=[common], help="run an agent on a task, with live progress")
     run.add_argument("task", metavar="TASK", help="what to do; - reads it from stdin")
-    run.add_argument("--tools", default="screen", metavar="LIST", help="tool sets: screen, gui, none (default: screen)")
+    run.add_argument("--tools", metavar="LIST", help=TOOLS_HELP)
     run.add_argument("--max-steps", type=int, default=20, metavar="N", help="most model calls (default 20)")
     run.add_argument("--approve", choices=["ask", "allow", "deny"], default="ask", help="tools that need approval")
     run.add_argument("--transcript", metavar="FILE", help="append the run to a JSONL transcript")
     run.add_argument("--image", action="append", default=[], metavar="PATH|URL", help="attach an image (repeatable)")
 
     watch = commands.add_parser("watch", parents=[common], help="ask about the screen every few seconds")
-    watch.add_argument("question", metavar="QUESTION")
+    watch.add_argument("question", metavar="QUESTION", help="what to ask about the screen each time it is looked at")
     watch.add_argument("--every", type=float, required=True, metavar="SECONDS", help="seconds between looks")
     watch.add_argument("--until", metavar="TEXT", help="stop (exit 0) when an answer contains TEXT")
     watch.add_argument("--timeout", type=float, metavar="SECONDS", help="give up (exit 1) after this long")
@@ -133,10 +137,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------- shared helpers
 
 
+def check_model(args: argparse.Namespace) -> None:
+    """Fail at once, before torch is imported, when the in-process model is a folder that is not there."""
+    if args.base_url or os.environ.get("AGENTCPM_BASE_URL"):
+        return
+    model = args.model or os.environ.get("AGENTCPM_MODEL")
+    if model:
+        from ..backends.local import check_model_path
+
+        check_model_path(model)
+
+
 def make_client(args: argparse.Namespace) -> Client:
     """A Client configured from the common options (and the environment)."""
     from ..client import Client
 
+    check_model(args)
     return Client(
         base_url=args.base_url,
         model=args.model,
@@ -192,7 +208,8 @@ def screenshot(args: argparse.Namespace, monitor: int = 1) -> ImagePart:
 
 
 def tool_sets(args: argparse.Namespace) -> set[str]:
-    """``--tools screen,gui`` -> {"screen", "gui"}; not given -> {"screen"}; ``none`` -> nothing."""
+    """``--tools screen,gui`` -> {"screen", "gui"}; not given -> {"screen"}; ``none`` -> nothing.
+    (Not given and no display: :func:`build_tools` gives no tools.)"""
     if args.tools is None:
         return {"screen"}
     names = {name.strip() for name in args.tools.split(",") if name.strip()} - {"none"}
@@ -205,11 +222,22 @@ def tool_sets(args: argparse.Namespace) -> set[str]:
 
 
 def build_tools(args: argparse.Namespace) -> list[Any]:
-    """The tools ``--tools`` asks for; not given: the screen tools when a display can be captured.
-    GUI actions (click, type, ...) only when ``gui`` is named; they ask for approval before they act."""
+    """The tools ``--tools`` asks for, the same rule for ``chat`` and ``run``: not given, the screen tools
+    when a display can be captured and none otherwise; named (screen, gui) without a display, a
+    :class:`~agentcpm.errors.DisplayError` now rather than at the model's first call. GUI actions (click,
+    type, ...) only when ``gui`` is named; they ask for approval before they act."""
     names = tool_sets(args)
-    if not names or (args.tools is None and not display_available()):
+    if not names:
         return []
+    if not display_available():
+        if args.tools is None:
+            return []
+        from ..errors import DisplayError
+
+        raise DisplayError(
+            f"--tools {args.tools} needs a display to capture, and there is none here (is DISPLAY set?): "
+            "run where a screen can be captured, or use --tools none"
+        )
     from ..screen.tools import screen_tools
 
     return screen_tools(actions="gui" in names, max_slice_nums=args.max_slice_nums, downsample_mode=args.downsample)
@@ -264,11 +292,38 @@ def approval_prompt(console: Any, view: Callable[[], Any]) -> Callable[[ToolCall
     return approve
 
 
+# The library's messages name Python arguments; on the command line they are flags.
+_PYTHON_ARGUMENTS = re.compile(
+    r"\bClient\((model|base_url|api_key)=([^)]*)\)"  # Client(model=PATH)
+    r"|(?<![\w.?&/=-])(model|base_url|api_key)=(\S*)"  # model=PATH, but not ?model= in a URL
+)
+_FLAG_VALUES = {"model": "NAME", "base_url": "URL", "api_key": "KEY"}
+
+
+def cli_wording(message: str) -> str:
+    """``Client(model=PATH)``, ``base_url=URL`` and ``model=...`` in a library message -> ``--model PATH``,
+    ``--base-url URL``, ``--model NAME``.
+
+    >>> cli_wording("pass a checkpoint folder (model=PATH) or use a server (Client(base_url=...))")
+    'pass a checkpoint folder (--model PATH) or use a server (--base-url URL)'
+    """
+
+    def flag(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(3)
+        value = match.group(2) if match.group(1) else match.group(4)
+        if not value or value.startswith("..."):
+            value = _FLAG_VALUES[name] + (value[3:] if value else "")
+        return f"--{name.replace('_', '-')} {value}"
+
+    return _PYTHON_ARGUMENTS.sub(flag, message)
+
+
 def friendly_error(exc: BaseException) -> str:
-    """One line that says what went wrong and what to do."""
+    """One line that says what went wrong and what to do (with the command's flags, not Python's arguments)."""
     from ..errors import AgentCPMError
 
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    message = cli_wording(message)
     if isinstance(exc, AgentCPMError):
         return f"error: {message}"
     return f"error: {type(exc).__name__}: {message} (run with --verbose for the traceback)"
@@ -411,6 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # transformers sets its own level when it is first imported (lazily, after this), from this variable;
         # its notes about slower reference kernels would otherwise land in the middle of a streamed answer.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # ... and so would its "Loading weights" bar (in stderr, and over the REPL's banner). Importing this
+        # module imports neither torch nor transformers.
+        from ..backends import local
+
+        local.show_load_progress = False
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

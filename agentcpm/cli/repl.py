@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from .._redact import redact_url
 from ..types import ImagePart, Message, Usage
 from .main import approval_prompt, build_tools, friendly_error, gui, image_source, load_images, make_client, screenshot
 from .render import TurnView, format_usage, play, preview
@@ -77,6 +78,17 @@ def split_image_paths(line: str) -> tuple[list[str], str]:
     return paths, rest.strip()
 
 
+def loading_text(model: str) -> str:
+    """What the REPL shows while the in-process model loads: a download is mentioned only for a hub id.
+
+    >>> loading_text("openbmb/MiniCPM-V-4.6")
+    'loading openbmb/MiniCPM-V-4.6 (downloaded from the hub on first use)…'
+    """
+    if os.path.isdir(os.path.expanduser(model)):
+        return f"loading {model}…"
+    return f"loading {model} (downloaded from the hub on first use)…"
+
+
 class Repl:
     """The interactive session. ``client`` and ``tools`` may be given (tests); else they come from ``args``."""
 
@@ -110,14 +122,14 @@ class Repl:
                 self.client = make_client(self.args)
         load = getattr(self.client.backend, "load", None)
         if callable(load):  # the in-process model: load it now, not in the middle of the first answer
-            with self.console.status(f"[dim]loading {escape(str(self.client.model))} (downloaded on first use)…[/]"):
+            with self.console.status(f"[dim]{escape(loading_text(str(self.client.model)))}[/]"):
                 load()
         if self.tools is None:
             self.tools = build_tools(self.args)
         approve = self.args.approve
         approval: Any = approval_prompt(self.console, lambda: self.view) if approve == "ask" else approve
         self.agent = Agent(self.client, tools=self.tools, approval=approval, parallel_tool_calls=not gui(self.args))
-        where = self.client.base_url or "in-process"
+        where = redact_url(self.client.base_url) if self.client.base_url else "in-process"
         tools = ", ".join(t.name for t in self.tools) or "none"
         model = self.client.model or getattr(self.client.backend, "model", None)
         banner = f" · {f'{model} ({where})' if model else where} · tools: {tools}"
