@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Literal
 
+from ._redact import redact_url
 from .backends.base import Backend, DownsampleMode, GenerationOptions
 from .types import (
     Completion,
@@ -112,7 +113,7 @@ class Client:
         return self._model or getattr(self.backend, "model", None)
 
     def __repr__(self) -> str:
-        where = self.base_url or "in-process"
+        where = redact_url(self.base_url) if self.base_url else "in-process"
         return f"Client({where!r}, model={self.model!r}, backend={type(self.backend).__name__})"
 
     # ------------------------------------------------------------------------------------------------

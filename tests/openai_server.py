@@ -42,6 +42,12 @@ Ctrl-C tests), ``done`` (False: the stream ends without ``data: [DONE]``, like t
 before any byte), ``delay`` (seconds before the response starts), and for error or odd replies ``status``,
 ``body`` (a dict is sent as JSON, a str as is; overrides everything else) and ``headers``
 (e.g. ``{"Retry-After": "0"}``).
+Faults of a server that is alive but not finishing: ``cut_after`` (end a stream cleanly after that many SSE
+chunks, with no ``finish_reason`` chunk and no ``[DONE]``, as a proxy or a crashed worker does: by the
+chunked encoding's end, or with ``cut_eof=True`` by closing the connection of a response sent without
+chunked encoding or length), ``ping_every`` (during ``delay``, an SSE comment ``: ping`` every that many
+seconds, so the stream is never silent), ``trickle`` (a non-streaming body sent one byte every that many
+seconds).
 """
 
 from __future__ import annotations
@@ -75,6 +81,10 @@ class ServerReply:
     done: bool = True
     drop_after: int | None = None
     delay: float = 0.0
+    cut_after: int | None = None
+    cut_eof: bool = False
+    ping_every: float = 0.0
+    trickle: float = 0.0
     status: int = 200
     body: dict[str, Any] | list[Any] | str | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -135,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None, trickle: float = 0.0) -> None:
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(status)
         is_json = not isinstance(body, str)
@@ -143,7 +153,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self._extra_headers(headers)
         self.end_headers()
-        self.wfile.write(data)
+        if not trickle:
+            self.wfile.write(data)
+            return
+        for i in range(len(data)):
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
+            time.sleep(trickle)
 
     def _extra_headers(self, headers: dict[str, str] | None) -> None:
         for key, value in {**self.server.owner.extra_headers, **(headers or {})}.items():
@@ -186,7 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": {"message": f"body is not JSON: {exc}", "type": "BadRequestError"}})
             return
         reply = owner._next_reply(body, {k.lower(): v for k, v in self.headers.items()})
-        if reply.delay:
+        if reply.delay and not (reply.ping_every and body.get("stream")):  # (pings fill the delay of a stream)
             time.sleep(reply.delay)
         if reply.drop_after == 0 and not body.get("stream"):
             self.close_connection = True
@@ -199,23 +215,37 @@ class _Handler(BaseHTTPRequestHandler):
             if body.get("stream"):
                 self._stream(body, reply)
             else:
-                self._send(200, owner._completion(body, reply), reply.headers)
+                self._send(200, owner._completion(body, reply), reply.headers, reply.trickle)
         except (BrokenPipeError, ConnectionResetError):  # the client went away (e.g. Ctrl-C)
             self.close_connection = True
 
     # ------------------------------------------------------------------------------------------------
     def _chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        if self._raw:  # neither chunked nor a length: the body ends when the connection closes
+            self.wfile.write(data)
+        else:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
+
+    _raw = False
 
     def _stream(self, body: dict[str, Any], reply: ServerReply) -> None:
         owner = self.server.owner
+        self._raw = reply.cut_eof
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
+        if self._raw:
+            self.send_header("Connection", "close")
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
         self._extra_headers(reply.headers)
         self.end_headers()
+        if reply.ping_every:
+            until = time.monotonic() + reply.delay
+            while time.monotonic() < until:
+                self._chunk(b": ping\n\n")
+                time.sleep(reply.ping_every)
         base = {"id": "chatcmpl-" + uuid.uuid4().hex[:12], "object": "chat.completion.chunk"}
         base |= {"created": int(time.time()), "model": body.get("model") or owner.model}
 
@@ -243,6 +273,8 @@ class _Handler(BaseHTTPRequestHandler):
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(chunk({}, usage=owner._usage(body, reply)))
         for n, event in enumerate(events):
+            if reply.cut_after is not None and n >= reply.cut_after:
+                break
             if reply.drop_after is not None and n >= reply.drop_after:
                 self.close_connection = True
                 self.wfile.flush()
@@ -251,8 +283,13 @@ class _Handler(BaseHTTPRequestHandler):
             if n and reply.chunk_delay:
                 time.sleep(reply.chunk_delay)
             self._chunk(b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n")
-        if reply.done:
+        if reply.done and reply.cut_after is None:
             self._chunk(b"data: [DONE]\n\n")
+        if self._raw:
+            self.close_connection = True
+            self.wfile.flush()
+            self.connection.shutdown(1)  # EOF for the client
+            return
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import io
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -464,3 +466,196 @@ def test_configuration_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
             client.chat("hi")
     assert server.requests[0]["model"] == "my-model"
     assert server.request_headers[0]["authorization"] == "Bearer sk-env"
+
+
+# ---------------------------------------------------------------------------- faults: cut streams, deadlines
+REMOVE_CALL = (
+    "<tool_call>\n<function=remove>\n<parameter=path>\n/home/user/project\n</parameter>\n</function>\n</tool_call>"
+)
+REMOVE_SCHEMA = {
+    "type": "function",
+    "function": {
+        "name": "remove",
+        "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+    },
+}
+
+
+def cut_markup_reply(cut_eof: bool) -> ServerReply:
+    # chunk 0 is the role; each later chunk 19 characters: stop right after "/home/user", inside the call.
+    sent = REMOVE_CALL.index("/project")
+    assert sent % 19 == 0
+    return ServerReply(REMOVE_CALL, chunk_size=19, cut_after=1 + sent // 19, cut_eof=cut_eof)
+
+
+@pytest.mark.parametrize("cut_eof", [False, True], ids=["chunked-end", "eof"])
+def test_a_stream_cut_inside_a_tool_call_is_incomplete(openai_server: OpenAIServer, cut_eof: bool) -> None:
+    openai_server.push(cut_markup_reply(cut_eof), cut_markup_reply(cut_eof))
+    client = client_for(openai_server)
+    completion = last(list(client.stream("clean up", tools=[REMOVE_SCHEMA])))
+    assert completion.finish_reason == "incomplete"
+    (call,) = completion.tool_calls
+    assert call.name == "remove" and not call.complete
+    assert "stream ended before the server said the answer was finished" in (call.error or "")
+
+    async def run() -> Any:
+        async with client_for(openai_server) as aclient:
+            return last([e async for e in aclient.astream("clean up", tools=[REMOVE_SCHEMA])])
+
+    completion = asyncio.run(run())
+    assert completion.finish_reason == "incomplete" and not completion.tool_calls[0].complete
+
+
+def test_a_cut_stream_never_runs_the_cut_call(openai_server: OpenAIServer) -> None:
+    from agentcpm import Agent
+
+    removed: list[str] = []
+
+    def remove(path: str) -> str:
+        """Delete a file or folder."""
+        removed.append(path)
+        return "removed"
+
+    openai_server.push(cut_markup_reply(False), "I could not finish the call.")
+    result = Agent(client_for(openai_server), tools=[remove]).run("clean up /home/user/project")
+    assert removed == []
+    assert result.output == "I could not finish the call."
+    tool_turn = openai_server.requests[1]["messages"][-1]
+    assert "cut off" in json.dumps(tool_turn)  # the model is told the call was not run
+
+
+def test_structured_calls_of_a_cut_stream_are_incomplete(openai_server: OpenAIServer) -> None:
+    arguments = json.dumps({"path": "/home/user/project"})
+    whole = 2 + -(-len(arguments) // 4)  # role, name, then the arguments 4 characters a chunk
+    calls = [{"name": "remove", "arguments": arguments}]
+    for cut in (whole - 3, whole):  # inside the arguments; after all of them, before the finish_reason
+        openai_server.push(ServerReply(tool_calls=calls, chunk_size=4, cut_after=cut))
+        completion = last(list(client_for(openai_server).stream("clean up", tools=[REMOVE_SCHEMA])))
+        assert completion.finish_reason == "incomplete"
+        (call,) = completion.tool_calls
+        assert call.name == "remove" and not call.complete and call.error
+    # The same stream with its finish_reason (and no [DONE], like transformers serve) is complete.
+    openai_server.push(ServerReply(tool_calls=calls, chunk_size=4, done=False))
+    completion = last(list(client_for(openai_server).stream("clean up", tools=[REMOVE_SCHEMA])))
+    assert completion.finish_reason == "tool_calls" and completion.tool_calls[0].complete
+    assert completion.tool_calls[0].arguments == {"path": "/home/user/project"}
+
+
+def test_timeout_is_a_deadline_for_a_stream_that_only_pings(openai_server: OpenAIServer) -> None:
+    from agentcpm.errors import RequestTimeout
+
+    # Alive but never answering: a ": ping" comment every 0.1 s for 20 s. The deadline is 1 s.
+    openai_server.push(*[ServerReply("late", delay=20, ping_every=0.1)] * 2)
+    client = client_for(openai_server, max_retries=0, timeout=1)
+    with pytest.raises(RequestTimeout, match="in time"):
+        list(client.stream("hi"))
+
+    async def run() -> None:
+        async with client_for(openai_server, max_retries=0) as aclient:
+            async for _ in aclient.astream("hi", timeout=1):
+                pass
+
+    with pytest.raises(RequestTimeout, match="in time"):
+        asyncio.run(run())
+
+
+def test_timeout_is_a_deadline_for_a_trickling_body(openai_server: OpenAIServer) -> None:
+    from agentcpm.errors import RequestTimeout
+
+    # A 300-byte answer, one byte every 0.05 s (15 s); the deadline is 1 s.
+    openai_server.push(*[ServerReply("x" * 100, trickle=0.05)] * 2)
+    with pytest.raises(RequestTimeout, match="in time"):
+        client_for(openai_server, max_retries=0).chat("hi", timeout=1)
+
+    async def run() -> None:
+        async with client_for(openai_server, max_retries=0) as aclient:
+            await aclient.achat("hi", timeout=1)
+
+    with pytest.raises(RequestTimeout, match="in time"):
+        asyncio.run(run())
+
+
+def test_timeout_covers_the_retries(openai_server: OpenAIServer) -> None:
+    from agentcpm.errors import ServerError
+
+    # Each 503 asks for a 5 s wait: none fits in a 1 s deadline, so the first answer is the last.
+    openai_server.push(*[error_reply(503, "busy", retry_after="5")] * 4)
+    with pytest.raises(ServerError, match="HTTP 503"):
+        client_for(openai_server, max_retries=3).chat("hi", timeout=1)
+    assert len(openai_server.requests) == 1
+
+
+# ---------------------------------------------------------------------------- resources
+def client_sockets(port: int) -> int:
+    """TCP sockets of this process connected to ``port`` (the client side of connections to the server)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes and fields[3] != "06":
+                    count += 1  # (06: TIME_WAIT, no longer a socket of ours)
+    return count
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/net/tcp"), reason="counts sockets through /proc (Linux)")
+def test_async_clients_are_closed_with_their_event_loops(openai_server: OpenAIServer) -> None:
+    openai_server.default = "ok"
+    client = client_for(openai_server)
+
+    async def burst() -> None:
+        assert [c.content for c in await asyncio.gather(*(client.achat("hi") for _ in range(5)))] == ["ok"] * 5
+
+    for _ in range(5):  # asyncio.run closes each loop's client as the loop shuts down
+        asyncio.run(burst())
+        assert client_sockets(openai_server.port) == 0
+    loop = asyncio.new_event_loop()  # a loop still open: close() closes its client on it
+    loop.run_until_complete(burst())
+    assert client_sockets(openai_server.port) > 0
+    client.close()
+    assert client_sockets(openai_server.port) == 0
+    loop.close()
+    loop = asyncio.new_event_loop()  # a loop closed without shutting down: the next loop's first call drops it
+    loop.run_until_complete(burst())
+    loop.close()
+    asyncio.run(burst())
+    gc.collect()
+    assert client_sockets(openai_server.port) == 0
+    client.close()
+
+
+# ---------------------------------------------------------------------------- credentials
+def test_credentials_in_base_url_are_never_shown(openai_server: OpenAIServer, caplog: pytest.LogCaptureFixture) -> None:
+    from agentcpm.errors import BadRequestError
+
+    url = openai_server.base_url.replace("http://", "http://admin:s3cr3t-pw@")
+    client = Client(url, model=openai_server.model, api_key="sk-secret-key", max_retries=1)
+    assert "s3cr3t" not in repr(client) and "s3cr3t" not in repr(client.backend)
+    assert "***@127.0.0.1" in repr(client)
+    # An error that quotes the URL and the key, after a retry (logged).
+    openai_server.push(
+        error_reply(503, "busy", retry_after="0"), error_reply(400, f"bad request to {url} sk-secret-key")
+    )
+    with caplog.at_level("DEBUG", logger="agentcpm"), pytest.raises(BadRequestError) as info:
+        client.chat("hi")
+    assert "s3cr3t" not in str(info.value) and "sk-secret-key" not in str(info.value)
+    assert "***@127.0.0.1" in str(info.value)
+    assert caplog.records and "s3cr3t" not in caplog.text
+    client.close()
+    dead = Client("http://admin:s3cr3t-pw@127.0.0.1:9/v1", model="m", max_retries=0)
+    with pytest.raises(EndpointUnavailable) as unreachable:
+        dead.chat("hi")
+    assert "s3cr3t" not in str(unreachable.value) and "127.0.0.1:9" in str(unreachable.value)
+    with pytest.raises(ConfigurationError) as bad:
+        Client("ftp://admin:s3cr3t-pw@host/v1")
+    assert "s3cr3t" not in str(bad.value)

@@ -24,6 +24,7 @@ from agentcpm.errors import (
     BadRequestError,
     ContextTooLong,
     EndpointUnavailable,
+    RequestTimeout,
     ResponseError,
     ServerError,
     TooManyImages,
@@ -309,8 +310,15 @@ def test_retries_give_up_after_max_retries() -> None:
 
 @respx.mock
 def test_timeouts_and_connection_errors() -> None:
+    # A server silent for the whole read timeout is not asked again (that would wait as long again) ...
     route = respx.post(CHAT).mock(side_effect=httpx.ReadTimeout("slow"))
-    with pytest.raises(ServerError, match="in time"):
+    with pytest.raises(RequestTimeout, match="in time"):
+        client(max_retries=2).chat("hi")
+    assert route.call_count == 1
+    # ... one that could not be reached in time is.
+    route.reset()
+    route.mock(side_effect=httpx.ConnectTimeout("no route"))
+    with pytest.raises(RequestTimeout, match="in time"):
         client(max_retries=2).chat("hi")
     assert route.call_count == 3
     route.reset()

@@ -13,25 +13,28 @@ reasoning in ``reasoning_content``, ``reasoning`` or ``<think>``), the answer go
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import random
 import re
+import sys
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast, overload
 
 import httpx
 import openai
 import tenacity
 
+from .._redact import redact, redact_url
 from ..errors import (
     AgentCPMError,
     AuthenticationError,
@@ -39,6 +42,7 @@ from ..errors import (
     ConfigurationError,
     ContextTooLong,
     EndpointUnavailable,
+    RequestTimeout,
     ResponseError,
     ServerError,
     TooManyImages,
@@ -73,6 +77,13 @@ RETRY_STATUSES = frozenset({408, 409, 429})
 MAX_RETRY_AFTER = 60.0  # seconds; a longer Retry-After is capped
 DUMMY_API_KEY = "sk-no-key-needed"  # local servers ignore the key, the openai package wants one
 KEY_VARIABLES = "AGENTCPM_API_KEY (or OPENAI_API_KEY)"
+#: Seconds to open a connection, and seconds a server may stay silent (no byte at all) before the request
+#: fails, when no ``timeout=`` is given. With ``timeout=`` the whole request has that deadline instead.
+CONNECT_TIMEOUT = 10.0
+SILENCE_TIMEOUT = 120.0
+#: ``finish_reason`` of a streamed answer that ended without the server saying it was finished (no
+#: ``finish_reason``, no ``data: [DONE]``): its unfinished tool calls are ``complete=False``, never run.
+INCOMPLETE = "incomplete"
 
 
 @dataclass
@@ -90,8 +101,11 @@ class RemoteBackend:
     vllm, sglang, llamacpp, ollama, transformers or generic (None: detected from ``GET /models``).
     ``tool_mode``: ``native`` sends ``tools`` to the server, ``prompt`` writes them into the system prompt
     in the model's own format, ``auto`` uses native tools unless the server family ignores them or the
-    server rejects them. ``max_retries``: retries of connection errors, timeouts, 408/409/429/5xx.
-    ``timeout``: seconds per request (None: 600). ``backoff``: first retry delay in seconds.
+    server rejects them. ``max_retries``: retries of connection errors, 408/409/429/5xx (not of a server
+    that stayed silent until the timeout). ``timeout``: a deadline in seconds for each whole request:
+    connecting, waiting, reading the answer or the stream to its end, retries included; past it
+    :class:`~agentcpm.errors.RequestTimeout` (None: no deadline, but a connection must open within 10 s
+    and the server may not stay silent for 120 s). ``backoff``: first retry delay in seconds.
 
     >>> RemoteBackend("http://localhost:8000/v1", model="openbmb/MiniCPM-V-4.6").model
     'openbmb/MiniCPM-V-4.6'
@@ -110,10 +124,11 @@ class RemoteBackend:
         backoff: float = 0.5,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"base_url must start with http:// or https://, got {base_url!r}")
+            raise ConfigurationError(f"base_url must start with http:// or https://, got {redact_url(base_url)!r}")
         if tool_mode not in ("auto", "native", "prompt"):
             raise ConfigurationError(f"tool_mode must be 'auto', 'native' or 'prompt', got {tool_mode!r}")
         self.base_url = base_url.rstrip("/")
+        self._url = redact_url(self.base_url)  # what messages and logs show: never the URL's credentials
         self.model = model
         self.dialect: Dialect | None = get_dialect(dialect) if isinstance(dialect, str) else dialect
         self.tool_mode: ToolMode = tool_mode
@@ -127,47 +142,70 @@ class RemoteBackend:
         self._lock = threading.Lock()
         self._images = _ImageCache()
         self._sync: openai.OpenAI = self._openai(openai.OpenAI, httpx.Client)
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, asyncio.Lock]]
-        self._async = weakref.WeakKeyDictionary()
+        # One async client per event loop (httpx async connections belong to the loop that opened them).
+        self._async: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._closing: set[Any] = set()  # close tasks scheduled on running loops
 
     def __repr__(self) -> str:
         dialect = self.dialect.name if self.dialect else None
-        return f"RemoteBackend({self.base_url!r}, model={self.model!r}, dialect={dialect!r})"
+        return f"RemoteBackend({self._url!r}, model={self.model!r}, dialect={dialect!r})"
 
     # ---------------------------------------------------------------------------------- HTTP clients
-    def _timeout(self, seconds: float | None) -> httpx.Timeout:
-        total = seconds if seconds is not None else (self.timeout if self.timeout is not None else 600.0)
-        return httpx.Timeout(total, connect=min(total, 10.0))
+    def _deadline(self, options: GenerationOptions | None = None) -> float | None:
+        """When this request must be over (monotonic clock), from ``timeout=`` of the call or the backend."""
+        seconds = options.timeout if options is not None and options.timeout is not None else self.timeout
+        return time.monotonic() + seconds if seconds is not None else None
 
     def _openai(self, openai_class: Any, http_class: Any) -> Any:
         # A plain httpx client (which the openai package accepts) keeps respx usable in tests.
         http = http_class(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
         return openai_class(
-            base_url=self.base_url, api_key=self._api_key, max_retries=0, timeout=self._timeout(None), http_client=http
+            base_url=self.base_url, api_key=self._api_key, max_retries=0, timeout=_http_timeout(None), http_client=http
         )
 
-    def _async_client(self) -> tuple[openai.AsyncOpenAI, asyncio.Lock]:
-        # httpx async connections belong to the event loop that opened them: one client per loop.
+    def _async_client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
         entry = self._async.get(loop)
         if entry is None:
             with self._lock:
                 entry = self._async.get(loop)
                 if entry is None:
-                    client = self._openai(openai.AsyncOpenAI, httpx.AsyncClient)
-                    entry = self._async[loop] = (client, asyncio.Lock())
+                    for old_loop in [old for old in self._async if old.is_closed()]:
+                        self._close_loop_client(old_loop, self._async.pop(old_loop))
+                    entry = self._async[loop] = _LoopClient(self._openai(openai.AsyncOpenAI, httpx.AsyncClient))
         return entry
 
+    def _close_loop_client(self, loop: asyncio.AbstractEventLoop, entry: _LoopClient) -> None:
+        """Close one loop's async client from outside that loop, whatever state the loop is in."""
+        if entry.closed:
+            return
+        if loop.is_closed():  # closed without shutdown_asyncgens: its sockets go with the client
+            entry.abandon()
+        elif not loop.is_running():
+            loop.run_until_complete(entry.aclose())
+        elif asyncio._get_running_loop() is loop:  # close() called from a coroutine of that loop
+            task = loop.create_task(entry.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        else:
+            asyncio.run_coroutine_threadsafe(entry.aclose(), loop)
+
     def close(self) -> None:
-        """Close the pooled connections (async clients: use :meth:`aclose`)."""
+        """Close every pooled connection: the sync client's and each event loop's async client."""
         self._sync.close()
+        with self._lock:
+            entries = list(self._async.items())
+            self._async.clear()
+        for loop, entry in entries:
+            self._close_loop_client(loop, entry)
 
     async def aclose(self) -> None:
-        """Close the pooled connections of this event loop and the sync ones."""
-        entry = self._async.pop(asyncio.get_running_loop(), None)
+        """The async form of :meth:`close` (this loop's client is closed before it returns)."""
+        with self._lock:
+            entry = self._async.pop(asyncio.get_running_loop(), None)
         if entry is not None:
-            await entry[0].close()
-        self._sync.close()
+            await entry.aclose()
+        self.close()
 
     # ---------------------------------------------------------------------------------- discovery
     def _needs_discovery(self) -> bool:
@@ -176,7 +214,7 @@ class RemoteBackend:
     def _discovered(self, status: int, data: Any, headers: dict[str, str]) -> None:
         if self.dialect is None:
             self.dialect = detect_dialect(data, headers, status)
-            log.debug("%s speaks the %s dialect", self.base_url, self.dialect.name)
+            log.debug("%s speaks the %s dialect", self._url, self.dialect.name)
         if self.model is None:
             entries = data.get("data") if isinstance(data, dict) else None
             ids = [str(e["id"]) for e in entries or [] if isinstance(e, dict) and e.get("id")]
@@ -184,41 +222,43 @@ class RemoteBackend:
                 self.model = ids[0]
             elif ids:
                 raise ConfigurationError(
-                    f"the server at {self.base_url} serves several models ({', '.join(ids)}): "
+                    f"the server at {self._url} serves several models ({', '.join(ids)}): "
                     "choose one with model=... or AGENTCPM_MODEL"
                 )
             else:
                 raise ConfigurationError(
-                    f"could not learn the model name from {self.base_url}/models (HTTP {status}): "
+                    f"could not learn the model name from {self._url}/models (HTTP {status}): "
                     "pass model=... or set AGENTCPM_MODEL"
                 )
 
-    def _ensure_ready(self) -> None:
+    def _ensure_ready(self, deadline: float | None) -> None:
         if not self._needs_discovery():
             return
         with self._lock:
             if self._needs_discovery():
-                self._discovered(*self._with_retries(self._get_models, statuses=False))
+                self._discovered(*self._with_retries(partial(self._get_models, deadline), deadline, statuses=False))
 
-    async def _aensure_ready(self) -> None:
+    async def _aensure_ready(self, deadline: float | None) -> None:
         if not self._needs_discovery():
             return
-        client, lock = self._async_client()
-        async with lock:
+        entry = self._async_client()
+        async with entry.lock:
             if self._needs_discovery():
 
                 async def get_models() -> tuple[int, Any, dict[str, str]]:
                     try:
-                        response: Any = await client.get("/models", cast_to=httpx.Response)
+                        options: Any = {"timeout": _http_timeout(deadline)}
+                        response: Any = await entry.client.get("/models", cast_to=httpx.Response, options=options)
                     except openai.APIStatusError as exc:
                         response = exc.response
                     return _models_answer(response)
 
-                self._discovered(*await self._awith_retries(get_models, statuses=False))
+                self._discovered(*await self._awith_retries(get_models, deadline, statuses=False))
 
-    def _get_models(self) -> tuple[int, Any, dict[str, str]]:
+    def _get_models(self, deadline: float | None) -> tuple[int, Any, dict[str, str]]:
         try:
-            response: Any = self._sync.get("/models", cast_to=httpx.Response)
+            options: Any = {"timeout": _http_timeout(deadline)}
+            response: Any = self._sync.get("/models", cast_to=httpx.Response, options=options)
         except openai.APIStatusError as exc:
             response = exc.response
         return _models_answer(response)
@@ -275,11 +315,11 @@ class RemoteBackend:
         message = _server_message(exc.response).lower()
         refused = {name for name in OPTIONAL_FIELDS if name in body and name in message}
         if refused:
-            log.info("%s refused %s; not sending it again", self.base_url, ", ".join(sorted(refused)))
+            log.info("%s refused %s; not sending it again", self._url, ", ".join(sorted(refused)))
             self._rejected = self._rejected | refused
             return True
         if "tools" in body and self.tool_mode == "auto" and "tool" in message:
-            log.info("%s refused native tools; writing them into the system prompt", self.base_url)
+            log.info("%s refused native tools; writing them into the system prompt", self._url)
             self._tools_rejected = True
             return True
         if "unexpected fields in the request" in message and self.dialect is DIALECTS["generic"]:
@@ -288,18 +328,31 @@ class RemoteBackend:
         return False
 
     # ---------------------------------------------------------------------------------- retries
-    def _retrying(self, statuses: bool) -> dict[str, Any]:
+    def _retrying(self, statuses: bool, deadline: float | None) -> dict[str, Any]:
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, openai.APIStatusError):
                 return statuses and (exc.status_code in RETRY_STATUSES or exc.status_code >= 500)
+            cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
+            if isinstance(cause, (httpx.ReadTimeout, httpx.WriteTimeout)):
+                return False  # silent for the whole timeout: asking again would only wait as long again
             return isinstance(exc, (openai.APIConnectionError, httpx.TransportError))
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.warning("%s: %s; retry %d of %d", self.base_url, _describe(exc), state.attempt_number, self.max_retries)
+            log.warning(
+                "%s: %s; retry %d of %d",
+                self._url,
+                self._redact(_describe(exc)),
+                state.attempt_number,
+                self.max_retries,
+            )
+
+        def past_deadline(state: tenacity.RetryCallState) -> bool:
+            # No retry that could not start before the deadline.
+            return deadline is not None and time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
 
         return {
-            "stop": tenacity.stop_after_attempt(self.max_retries + 1),
+            "stop": tenacity.stop_after_attempt(self.max_retries + 1) | tenacity.stop_any(cast(Any, past_deadline)),
             "wait": self._wait,
             "retry": tenacity.retry_if_exception(retryable),
             "before_sleep": before_sleep,
@@ -314,44 +367,48 @@ class RemoteBackend:
                 return min(max(after, 0.0), MAX_RETRY_AFTER)
         return min(self.backoff * 2 ** (state.attempt_number - 1), 30.0) * random.uniform(0.5, 1.0)
 
-    def _with_retries(self, attempt: Callable[[], T], *, statuses: bool = True) -> T:
+    def _with_retries(self, attempt: Callable[[], T], deadline: float | None, *, statuses: bool = True) -> T:
         try:
-            for retry in tenacity.Retrying(**self._retrying(statuses)):
+            for retry in tenacity.Retrying(**self._retrying(statuses, deadline)):
                 with retry:
                     return attempt()
         except (openai.APIConnectionError, httpx.TransportError) as exc:
-            raise self._error(exc) from None
+            raise self._error(exc, deadline) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _awith_retries(self, attempt: Callable[[], Any], *, statuses: bool = True) -> Any:
+    async def _awith_retries(
+        self, attempt: Callable[[], Awaitable[T]], deadline: float | None, *, statuses: bool = True
+    ) -> T:
         try:
-            async for retry in tenacity.AsyncRetrying(**self._retrying(statuses)):
+            async for retry in tenacity.AsyncRetrying(**self._retrying(statuses, deadline)):
                 with retry:
-                    return await attempt()
+                    return await _within(attempt(), deadline, partial(self._timed_out, deadline))
         except (openai.APIConnectionError, httpx.TransportError) as exc:
-            raise self._error(exc) from None
+            raise self._error(exc, deadline) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send(self, request: _Request, attempt: Callable[[dict[str, Any]], T]) -> T:
+    def _send(self, request: _Request, attempt: Callable[[dict[str, Any]], T], deadline: float | None) -> T:
         """Build the body, send it with retries; when the server refuses a field, drop it and send again."""
         for _ in range(len(OPTIONAL_FIELDS) + 2):
             body = self._body(request)
             try:
-                return self._with_retries(partial(attempt, body))
+                return self._with_retries(partial(attempt, body), deadline)
             except openai.APIStatusError as exc:
                 if not self._adapt(body, exc):
                     raise self._error(exc) from None
-        raise BadRequestError(f"the server at {self.base_url} kept refusing the request")
+        raise BadRequestError(f"the server at {self._url} kept refusing the request")
 
-    async def _asend(self, request: _Request, attempt: Callable[[dict[str, Any]], Any]) -> Any:
+    async def _asend(
+        self, request: _Request, attempt: Callable[[dict[str, Any]], Awaitable[T]], deadline: float | None
+    ) -> T:
         for _ in range(len(OPTIONAL_FIELDS) + 2):
             body = await self._abody(request)
             try:
-                return await self._awith_retries(partial(attempt, body))
+                return await self._awith_retries(partial(attempt, body), deadline)
             except openai.APIStatusError as exc:
                 if not self._adapt(body, exc):
                     raise self._error(exc) from None
-        raise BadRequestError(f"the server at {self.base_url} kept refusing the request")
+        raise BadRequestError(f"the server at {self._url} kept refusing the request")
 
     async def _abody(self, request: _Request) -> dict[str, Any]:
         # Encoding local images is CPU work: keep it off the event loop.
@@ -360,9 +417,20 @@ class RemoteBackend:
         return self._body(request)
 
     # ---------------------------------------------------------------------------------- errors
-    def _error(self, exc: BaseException) -> AgentCPMError:
+    def _timed_out(self, deadline: float | None) -> RequestTimeout:
+        if deadline is None:
+            return RequestTimeout(
+                f"no answer from {self._url} in time (silent for {SILENCE_TIMEOUT:g} s): check the server's load, "
+                "or pass timeout= (seconds for the whole request) for answers that take longer"
+            )
+        return RequestTimeout(
+            f"no complete answer from {self._url} in time (the timeout= deadline passed): "
+            "raise timeout= or check the server's load"
+        )
+
+    def _error(self, exc: BaseException, deadline: float | None = None) -> AgentCPMError:
         """An openai/httpx exception -> the typed agentcpm error, with what to do (never the key)."""
-        url = self.base_url
+        url = self._url
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             message = self._redact(_server_message(exc.response))
@@ -380,7 +448,7 @@ class RemoteBackend:
             hint = "; check model= and that base_url ends in /v1" if status == 404 else ""
             return BadRequestError(f"the server at {url} refused the request (HTTP {status}): {message}{hint}", status)
         if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
-            return ServerError(f"no answer from {url} in time: raise timeout= or check the server's load")
+            return self._timed_out(deadline)
         cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
         if isinstance(cause, httpx.ConnectError):
             return EndpointUnavailable(
@@ -388,19 +456,17 @@ class RemoteBackend:
                 "see docs/servers.md), fix base_url / AGENTCPM_BASE_URL, or leave base_url out to run the "
                 "model in this process"
             )
-        return ServerError(f"the connection to {url} failed: {_describe(cause)}")
+        return ServerError(f"the connection to {url} failed: {self._redact(_describe(cause))}")
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key != DUMMY_API_KEY else text
+        """``text`` without the API key or the credentials of the base URL."""
+        return redact(text, self.base_url, self._api_key if self._api_key != DUMMY_API_KEY else None)
 
     # ---------------------------------------------------------------------------------- Backend protocol
     def _request(
         self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions, stream: bool
     ) -> _Request:
         return _Request(list(messages), list(tools), options, stream)
-
-    def _post_options(self, options: GenerationOptions) -> dict[str, Any]:
-        return {"timeout": self._timeout(options.timeout)} if options.timeout is not None else {}
 
     def _assembler(self, request: _Request, started: float) -> _Assembler:
         return _Assembler(request.tools, bool(request.options.thinking), started, self._server_reasoning)
@@ -413,115 +479,143 @@ class RemoteBackend:
 
     def complete(self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions) -> Completion:
         """Send the conversation and return the whole answer."""
-        self._ensure_ready()
+        deadline = self._deadline(options)
+        self._ensure_ready(deadline)
         request = self._request(messages, tools, options, stream=False)
         started = time.perf_counter()
-        post_options = self._post_options(options)
 
-        def attempt(body: dict[str, Any]) -> httpx.Response:
-            return _post(self._sync, body, post_options)
+        def attempt(body: dict[str, Any]) -> Any:
+            # Read as a stream, so that a body trickling in past the deadline is stopped.
+            response = _post(self._sync, body, {"timeout": _http_timeout(deadline)}, stream=True)
+            try:
+                if deadline is None:
+                    return _json(response.read(), response, self._url)
+                chunks = []
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise self._timed_out(deadline)
+                return _json(b"".join(chunks), response, self._url)
+            finally:
+                response.close()
 
-        response = self._send(request, attempt)
+        data = self._send(request, attempt, deadline)
         assembler = self._assembler(request, started)
-        assembler.reply(_json(response, self.base_url))
+        assembler.reply(data)
         return final_completion(iter(self._finish(assembler)))
 
     async def acomplete(
         self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
     ) -> Completion:
         """The async form of :meth:`complete`."""
-        await self._aensure_ready()
-        client, _ = self._async_client()
+        deadline = self._deadline(options)
+        await self._aensure_ready(deadline)
+        client = self._async_client().client
         request = self._request(messages, tools, options, stream=False)
         started = time.perf_counter()
-        post_options = self._post_options(options)
 
-        async def attempt(body: dict[str, Any]) -> httpx.Response:
-            return await _post(client, body, post_options)
+        async def attempt(body: dict[str, Any]) -> Any:
+            # Each attempt runs under the deadline (_awith_retries), the body's reading included.
+            response = await _post(client, body, {"timeout": _http_timeout(deadline)}, stream=True)
+            try:
+                return _json(await response.aread(), response, self._url)
+            finally:
+                await response.aclose()
 
-        response = await self._asend(request, attempt)
+        data = await self._asend(request, attempt, deadline)
         assembler = self._assembler(request, started)
-        assembler.reply(_json(response, self.base_url))
+        assembler.reply(data)
         return final_completion(iter(self._finish(assembler)))
 
     def stream(
         self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
     ) -> Iterator[StreamEvent]:
         """Send the conversation and yield parser events as the answer arrives, then ``Completed``."""
-        self._ensure_ready()
+        deadline = self._deadline(options)
+        self._ensure_ready(deadline)
         request = self._request(messages, tools, options, stream=True)
         started = time.perf_counter()
-        post_options = self._post_options(options)
+        timed_out = partial(self._timed_out, deadline)
 
         def attempt(body: dict[str, Any]) -> tuple[httpx.Response, Iterator[str], str]:
             # The first SSE line is read inside the retry: a stream is retried only while nothing arrived.
-            response = _post(self._sync, body, post_options, stream=True)
+            response = _post(self._sync, body, {"timeout": _http_timeout(deadline)}, stream=True)
             try:
-                payloads = _payloads(response.iter_lines())
+                payloads = _payloads(response.iter_lines(), deadline, timed_out)
                 return response, payloads, next(payloads)
             except StopIteration:
                 response.close()
-                raise ResponseError(f"the server at {self.base_url} sent an empty stream") from None
+                raise ResponseError(f"the server at {self._url} sent an empty stream") from None
             except BaseException:
                 response.close()
                 raise
 
-        response, payloads, first = self._send(request, attempt)
+        response, payloads, first = self._send(request, attempt, deadline)
         assembler = self._assembler(request, started)
-        deadline = _deadline(options.timeout)
+        done = False
         try:
             for payload in chain((first,), payloads):
                 if payload == "[DONE]":
+                    done = True
                     break
-                yield from assembler.chunk(_decode(payload, self.base_url))
-                if deadline is not None and time.monotonic() > deadline:
-                    raise ServerError(f"the answer from {self.base_url} took longer than {options.timeout} s")
+                yield from assembler.chunk(_decode(payload, self._url))
+        except httpx.TimeoutException:
+            raise timed_out() from None
         except httpx.TransportError as exc:
-            raise ResponseError(f"the connection to {self.base_url} dropped mid-answer: {_describe(exc)}") from None
+            raise ResponseError(f"the connection to {self._url} dropped mid-answer: {_describe(exc)}") from None
         finally:
             response.close()
+        assembler.ended(done)
         yield from self._finish(assembler)
 
     async def astream(
         self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
     ) -> AsyncIterator[StreamEvent]:
         """The async form of :meth:`stream`."""
-        await self._aensure_ready()
-        client, _ = self._async_client()
+        deadline = self._deadline(options)
+        await self._aensure_ready(deadline)
+        client = self._async_client().client
         request = self._request(messages, tools, options, stream=True)
         started = time.perf_counter()
-        post_options = self._post_options(options)
+        timed_out = partial(self._timed_out, deadline)
 
         async def attempt(body: dict[str, Any]) -> tuple[httpx.Response, AsyncIterator[str], str]:
-            response = await _post(client, body, post_options, stream=True)
+            response = await _post(client, body, {"timeout": _http_timeout(deadline)}, stream=True)
             try:
                 payloads = _apayloads(response.aiter_lines())
                 return response, payloads, await payloads.__anext__()
             except StopAsyncIteration:
                 await response.aclose()
-                raise ResponseError(f"the server at {self.base_url} sent an empty stream") from None
+                raise ResponseError(f"the server at {self._url} sent an empty stream") from None
             except BaseException:
                 await response.aclose()
                 raise
 
-        response, payloads, first = await self._asend(request, attempt)
+        response, payloads, first = await self._asend(request, attempt, deadline)
         assembler = self._assembler(request, started)
-        deadline = _deadline(options.timeout)
+        done = False
         try:
             payload = first
-            while payload != "[DONE]":
-                for event in assembler.chunk(_decode(payload, self.base_url)):
+            while True:
+                if payload == "[DONE]":
+                    done = True
+                    break
+                for event in assembler.chunk(_decode(payload, self._url)):
                     yield event
-                if deadline is not None and time.monotonic() > deadline:
-                    raise ServerError(f"the answer from {self.base_url} took longer than {options.timeout} s")
                 try:
-                    payload = await payloads.__anext__()
+                    if deadline is None:
+                        payload = await payloads.__anext__()
+                    else:
+                        payload = await _within(payloads.__anext__(), deadline, timed_out)
                 except StopAsyncIteration:
                     break
+        except httpx.TimeoutException:
+            raise timed_out() from None
         except httpx.TransportError as exc:
-            raise ResponseError(f"the connection to {self.base_url} dropped mid-answer: {_describe(exc)}") from None
+            raise ResponseError(f"the connection to {self._url} dropped mid-answer: {_describe(exc)}") from None
         finally:
             await response.aclose()
+        assembler.ended(done)
         for event in self._finish(assembler):
             yield event
 
@@ -593,6 +687,7 @@ class _Assembler:
         self.timings: dict[str, Any] = {}
         self.first_token: float | None = None
         self.streamed = False
+        self.incomplete = False  # the stream ended without the server saying the answer was finished
 
     # input ---------------------------------------------------------------------------------------------
     def reply(self, data: Any) -> None:
@@ -625,6 +720,12 @@ class _Assembler:
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return events
+
+    def ended(self, done: bool) -> None:
+        """The stream is over; ``done``: it ended with ``data: [DONE]``. Without that and without a
+        ``finish_reason`` the answer may be cut anywhere (a proxy, a crashed worker): it is incomplete."""
+        if not done and self.finish_reason is None:
+            self.incomplete = True
 
     def _usage(self, data: dict[str, Any]) -> None:
         if isinstance(data.get("usage"), dict):
@@ -704,6 +805,9 @@ class _Assembler:
         parsed = ToolCall.from_openai({"id": call.id, "function": {"name": call.name, "arguments": raw}})
         if not call.name:
             return parsed.model_copy(update={"error": "the server sent a tool call without a function name"})
+        if self.incomplete:  # its arguments (or its name) may be cut anywhere
+            cut = f"{parsed.error}; {_CUT_OFF}" if parsed.error else _CUT_OFF
+            return parsed.model_copy(update={"complete": False, "error": cut})
         if parsed.error is not None:
             return parsed.model_copy(update={"complete": self.finish_reason != "length"})
         arguments, error = convert_arguments(parsed.name, parsed.arguments, self.tools)
@@ -714,13 +818,19 @@ class _Assembler:
         events: list[StreamEvent] = []
         parsed = ParsedOutput()
         if self.parser is not None:
-            events += self._markup(self.parser.close(finish_reason=self.finish_reason))
+            # An incomplete answer is cut like one that hit the token limit: calls whose closing markup
+            # never came are complete=False.
+            closing = self._markup(self.parser.close(finish_reason="length" if self.incomplete else self.finish_reason))
             parsed = self.parser.result()
+            if self.incomplete:
+                closing = [_incomplete_call(e) if isinstance(e, ToolCallFinished) else e for e in closing]
+                parsed.tool_calls = [_incomplete_call(c) for c in parsed.tool_calls]
+            events += closing
         calls = parsed.tool_calls
         if self.owner == "structured":
             calls = [self._tool_call(c) for c in self.calls.values() if c.started]
             events += [ToolCallFinished(i, call) for i, call in enumerate(calls)]
-        finish = self.finish_reason or "stop"
+        finish = INCOMPLETE if self.incomplete else self.finish_reason or "stop"
         if calls and finish == "stop":  # servers that leave the markup in content say "stop"
             finish = "tool_calls"
         reasoning = "".join(self.reasoning) or parsed.reasoning or None
@@ -747,6 +857,66 @@ class _Assembler:
         )
         events.append(Completed(completion))
         return events
+
+
+_CUT_OFF = "the stream ended before the server said the answer was finished (no finish_reason, no [DONE]); not executed"
+_LENGTH_CUT = "the output was cut off (finish_reason='length') before this call ended; not executed"
+
+
+@overload
+def _incomplete_call(item: ToolCall) -> ToolCall: ...
+@overload
+def _incomplete_call(item: ToolCallFinished) -> ToolCallFinished: ...
+def _incomplete_call(item: ToolCall | ToolCallFinished) -> ToolCall | ToolCallFinished:
+    """A call of an incomplete answer, saying why it was not run (the parser only knows finish_reason)."""
+    if isinstance(item, ToolCallFinished):
+        return ToolCallFinished(item.index, _incomplete_call(item.call))
+    if item.complete or not item.error:
+        return item
+    error = item.error.replace(_LENGTH_CUT, _CUT_OFF) if _LENGTH_CUT in item.error else f"{item.error}; {_CUT_OFF}"
+    return item.model_copy(update={"error": error})
+
+
+# ---------------------------------------------------------------------------------------- async clients
+
+
+class _LoopClient:
+    """One event loop's async client. It is closed when the loop shuts down its async generators (as
+    ``asyncio.run`` does before closing the loop), or by ``RemoteBackend.close``/``aclose``."""
+
+    def __init__(self, client: openai.AsyncOpenAI) -> None:
+        self.client = client
+        self.lock = asyncio.Lock()
+        self.closed = False
+        # An async generator suspended for the client's life: the running loop registers it (firstiter
+        # hook) and closes it at shutdown, which runs its ``finally``: the client's close.
+        self._watch = self._close_at_shutdown()
+        _step(self._watch.__anext__())
+
+    async def _close_at_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if not self.closed:
+                self.closed = True
+                await self.client.close()
+
+    async def aclose(self) -> None:
+        """Close the client (on its own loop)."""
+        if not self.closed:
+            await self._watch.aclose()
+
+    def abandon(self) -> None:
+        """The loop is closed: nothing can be awaited on it any more. Drop the client (its sockets close with
+        it) and end the generator without awaiting, so that no finalizer later calls into the closed loop."""
+        self.closed = True
+        _step(self._watch.aclose())
+
+
+def _step(awaitable: Any) -> None:
+    """Run a coroutine step that does not wait for anything (to its first ``yield`` or its end)."""
+    with contextlib.suppress(StopIteration):
+        awaitable.send(None)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -806,13 +976,54 @@ def _needs_encoding(part: Any) -> bool:
     return isinstance(part, ImagePart) and not part.is_url and not str(part.source).startswith("data:")
 
 
-def _deadline(timeout: float | None) -> float | None:
-    return time.monotonic() + timeout if timeout is not None else None
+def _http_timeout(deadline: float | None) -> httpx.Timeout:
+    """httpx's timeouts for one attempt: what is left of the deadline, else the defaults for a silent server."""
+    if deadline is None:
+        return httpx.Timeout(SILENCE_TIMEOUT, connect=CONNECT_TIMEOUT)
+    left = max(deadline - time.monotonic(), 0.001)
+    return httpx.Timeout(left, connect=min(left, CONNECT_TIMEOUT))
 
 
-def _payloads(lines: Iterator[str]) -> Iterator[str]:
-    """The ``data:`` payloads of an SSE stream (one JSON object per line, as every OpenAI server sends)."""
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Awaitable[T], deadline: float | None, timed_out: Callable[[], Exception]) -> T:
+        """``await awaitable``, stopped at ``deadline`` with ``timed_out()``."""
+        if deadline is None:
+            return await awaitable
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                return await awaitable
+        except TimeoutError as exc:
+            if isinstance(exc, RequestTimeout):
+                raise
+            raise timed_out() from None
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(awaitable: Awaitable[T], deadline: float | None, timed_out: Callable[[], Exception]) -> T:
+        if deadline is None:
+            return await awaitable
+        try:
+            return await asyncio.wait_for(awaitable, max(deadline - time.monotonic(), 0.0))
+        except asyncio.TimeoutError:
+            raise timed_out() from None
+
+
+def _payloads(
+    lines: Iterator[str], deadline: float | None = None, timed_out: Callable[[], Exception] | None = None
+) -> Iterator[str]:
+    """The ``data:`` payloads of an SSE stream (one JSON object per line, as every OpenAI server sends).
+
+    With a deadline, every line counts, comments (``: ping``) too: a server that only keeps the
+    connection alive does not outlive it."""
+    if deadline is None:
+        for line in lines:
+            if line.startswith("data:"):
+                yield line[5:].strip()
+        return
     for line in lines:
+        if time.monotonic() > deadline:
+            raise timed_out() if timed_out is not None else RequestTimeout("the deadline passed")
         if line.startswith("data:"):
             yield line[5:].strip()
 
@@ -830,14 +1041,16 @@ def _decode(payload: str, url: str) -> Any:
         raise ResponseError(f"the server at {url} sent a stream chunk that is not JSON: {payload[:200]!r}") from None
 
 
-def _json(response: Any, url: str) -> Any:
+def _json(data: bytes, response: Any, url: str) -> Any:
+    """The JSON body ``data`` of ``response``."""
     try:
-        return response.json()
+        return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
+        text = data[:200].decode("utf-8", "replace")
         raise ResponseError(
             f"the server at {url} answered with something that is not JSON "
             f"(HTTP {response.status_code}, {response.headers.get('content-type', 'no content type')}): "
-            f"{response.text[:200]!r}; is base_url the OpenAI-compatible endpoint (usually ending in /v1)?"
+            f"{text!r}; is base_url the OpenAI-compatible endpoint (usually ending in /v1)?"
         ) from None
 
 
