@@ -137,6 +137,7 @@ def test_unreachable_server_is_one_line_with_the_fix(home: Path) -> None:
     assert result.returncode == 1
     line = one_friendly_line(result.stderr)
     assert "127.0.0.1" in line
+    assert "--base-url" in line and "base_url" not in line  # the flag, not the Python argument
 
 
 def test_verbose_shows_the_traceback(home: Path) -> None:

@@ -297,6 +297,7 @@ _PYTHON_ARGUMENTS = re.compile(
     r"\bClient\((model|base_url|api_key)=([^)]*)\)"  # Client(model=PATH)
     r"|(?<![\w.?&/=-])(model|base_url|api_key)=(\S*)"  # model=PATH, but not ?model= in a URL
 )
+_BARE_ARGUMENTS = re.compile(r"(?<![\w.?&/=-])(base_url|api_key)\b")  # "fix base_url", "leave base_url out"
 _FLAG_VALUES = {"model": "NAME", "base_url": "URL", "api_key": "KEY"}
 
 
@@ -306,6 +307,8 @@ def cli_wording(message: str) -> str:
 
     >>> cli_wording("pass a checkpoint folder (model=PATH) or use a server (Client(base_url=...))")
     'pass a checkpoint folder (--model PATH) or use a server (--base-url URL)'
+    >>> cli_wording("fix base_url, or leave base_url out")
+    'fix --base-url, or leave --base-url out'
     """
 
     def flag(match: re.Match[str]) -> str:
@@ -315,7 +318,8 @@ def cli_wording(message: str) -> str:
             value = _FLAG_VALUES[name] + (value[3:] if value else "")
         return f"--{name.replace('_', '-')} {value}"
 
-    return _PYTHON_ARGUMENTS.sub(flag, message)
+    message = _PYTHON_ARGUMENTS.sub(flag, message)
+    return _BARE_ARGUMENTS.sub(lambda match: "--" + match.group(1).replace("_", "-"), message)
 
 
 def friendly_error(exc: BaseException) -> str:
