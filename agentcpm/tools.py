@@ -27,9 +27,11 @@ import enum
 import functools
 import inspect
 import json
-import queue
+import os
 import re
 import threading
+import unicodedata
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, get_args, get_origin, get_type_hints, overload
 
@@ -39,7 +41,17 @@ from pydantic.fields import FieldInfo
 from .errors import ToolDefinitionError
 from .types import ImagePart, Part, TextPart
 
-__all__ = ["Tool", "ToolArgumentsError", "parse_docstring", "to_content", "tool"]
+__all__ = [
+    "Tool",
+    "ToolArgumentsError",
+    "display_arguments",
+    "display_call",
+    "display_text",
+    "parse_docstring",
+    "set_thread_limit",
+    "to_content",
+    "tool",
+]
 
 
 class ToolArgumentsError(ValueError):
@@ -365,10 +377,10 @@ def _check_json_schema(arguments: dict[str, Any], schema: dict[str, Any]) -> lis
             allowed = tuple(t for k in kinds for t in _JSON_TYPES.get(k, (object,)))
             wrong = not isinstance(value, allowed) or (isinstance(value, bool) and "boolean" not in kinds)
             if wrong:
-                errors.append(f"{name}: expected {' or '.join(kinds)}, got {type(value).__name__} {value!r}")
+                errors.append(f"{name}: expected {' or '.join(kinds)}, got {type(value).__name__} {_short(value)}")
                 continue
         if "enum" in spec and value not in spec["enum"]:
-            errors.append(f"{name}: must be one of {spec['enum']}, got {value!r}")
+            errors.append(f"{name}: must be one of {spec['enum']}, got {_short(value)}")
     return errors
 
 
@@ -383,9 +395,144 @@ def format_validation_error(exc: ValidationError) -> list[str]:
         elif error.get("type") == "extra_forbidden":
             message = "unknown parameter"
         elif "input" in error and error.get("type") != "missing":
-            message += f" (got {error['input']!r})"
+            message += f" (got {_short(error['input'])})"
         errors.append(f"{where}: {message}")
     return errors
+
+
+# ---------------------------------------------------------------------------- exact integers and safe display
+
+
+def int_text(value: int) -> str:
+    """``str(value)`` for an int of any size (CPython refuses ``str()`` beyond 4300 digits by default).
+
+    >>> len(int_text(10**5000))
+    5001
+    """
+    try:
+        return str(value)
+    except ValueError:
+        sign, value = ("-", -value) if value < 0 else ("", value)
+        half = (value.bit_length() * 30103 // 100000 + 1) // 2  # about half its decimal digits
+        high, low = divmod(value, 10**half)
+        return sign + (int_text(high) if high else "") + int_text(low).rjust(half, "0")
+
+
+def text_int(text: str) -> int:
+    """``int(text)`` for a decimal of any length (the inverse of :func:`int_text`)."""
+    try:
+        return int(text)
+    except ValueError:
+        negative, digits = text.startswith("-"), text.lstrip("+-")
+        if not digits.isdigit() or len(digits) <= 4000:
+            raise
+        half = len(digits) // 2
+        value = text_int(digits[:half]) * 10 ** (len(digits) - half) + text_int(digits[half:])
+        return -value if negative else value
+
+
+def dumps_exact(value: Any, **options: Any) -> str:
+    """``json.dumps`` that also writes ints beyond CPython's 4300-digit limit, exactly (as JSON numbers).
+    The fast path is plain ``json.dumps``; only a value holding such an int takes the slow one."""
+    try:
+        return json.dumps(value, **options)
+    except ValueError:
+        pass
+    token = f"agentcpm-int-{os.urandom(6).hex()}-"
+    numbers: list[str] = []
+
+    def swap(item: Any) -> Any:
+        if isinstance(item, int) and not isinstance(item, bool):
+            try:
+                str(item)
+                return item
+            except ValueError:
+                numbers.append(int_text(item))
+                return f"{token}{len(numbers) - 1}"
+        if isinstance(item, dict):
+            return {key: swap(v) for key, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [swap(v) for v in item]
+        return item
+
+    text = json.dumps(swap(value), **options)
+    return re.sub(f'"{token}(\\d+)"', lambda m: numbers[int(m.group(1))], text)
+
+
+# Characters that can hide or reorder what a reader sees: controls, format characters (bidi overrides and
+# isolates, zero-width spaces and joiners, soft hyphen, tags), surrogates, line/paragraph separators,
+# private use, and the other default-ignorable code points (invisible letters, variation selectors).
+_HIDING_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
+_INVISIBLE = {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0, *range(0x180B, 0x1810), *range(0xFE00, 0xFE10)}
+
+
+def _hides(char: str) -> bool:
+    point = ord(char)
+    if point < 0x7F:
+        return point < 0x20
+    return (
+        unicodedata.category(char) in _HIDING_CATEGORIES
+        or point in _INVISIBLE
+        or 0xE0000 <= point <= 0xE0FFF  # tags and variation selectors supplement
+    )
+
+
+def display_text(text: str) -> str:
+    r"""``text`` safe to show to a person who must judge it: every control, bidi, zero-width or other
+    invisible character is written as an escape (``\u202e``), so what is shown is what will run.
+
+    >>> display_text("delete_file\u202e(txt.exe)")
+    'delete_file\\u202e(txt.exe)'
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if _hides(char):
+            point = ord(char)
+            out.append(
+                f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}" if point < 0x10000 else f"\\U{point:08x}"
+            )
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _value_text(value: Any) -> str:
+    """``repr`` for argument values, also for ints of any size."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return int_text(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_value_text(k)}: {_value_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value_text(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_value_text(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    try:
+        return repr(value)
+    except Exception:  # a broken __repr__ must not break an error message or a prompt
+        return f"<{type(value).__name__}>"
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = display_text(_value_text(value))
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
+def display_arguments(arguments: dict[str, Any]) -> str:
+    r"""Arguments as ``x=1, text='hi'``, whole, safe to show for approval (see :func:`display_text`).
+
+    >>> display_arguments({"path": "a\u200bb", "n": 2})
+    "path='a\\u200bb', n=2"
+    """
+    return ", ".join(f"{display_text(str(key))}={display_text(_value_text(v))}" for key, v in arguments.items())
+
+
+def display_call(call: Any) -> str:
+    """A tool call as ``name(x=1, text='hi')``, safe to show for approval (see :func:`display_text`)."""
+    return f"{display_text(str(call.name))}({display_arguments(dict(call.arguments))})"
 
 
 # ---------------------------------------------------------------------------- the Tool
@@ -565,38 +712,105 @@ async def _await(value: Any) -> Any:
     return await value
 
 
+DEFAULT_THREAD_LIMIT = 32
+
+
+def _default_thread_limit() -> int:
+    configured = os.environ.get("AGENTCPM_TOOL_THREADS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    # Tools mostly wait (network, subprocesses, sleeps), so the CPU count says little about how many may run
+    # at once; 32 is more than a model's step asks for in parallel and bounds what a runaway answer costs.
+    return DEFAULT_THREAD_LIMIT
+
+
+class _Job:
+    """One call waiting for or running in a worker; ``abandon`` when nobody waits for its result any more."""
+
+    __slots__ = ("run", "state")
+
+    def __init__(self, run: Callable[[], None]) -> None:
+        self.run = run
+        self.state = "queued"  # queued | running | abandoned | done
+
+
 class _DaemonThreads:
     """Worker threads for sync tools: daemon threads (unlike ``asyncio.to_thread``'s pool), so a tool that
-    hangs past its timeout, or runs when the user presses Ctrl-C, never keeps the process alive. Idle
-    workers are reused (starting a thread costs about a millisecond); a job that finds none starts one,
-    so every call runs at once however many are in flight."""
+    hangs past its timeout, or runs when the user presses Ctrl-C, never keeps the process alive.
 
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._idle = 0
+    At most ``limit`` workers run calls at once (``set_thread_limit``; default 32 or the
+    ``AGENTCPM_TOOL_THREADS`` environment variable); more calls wait in order for a free worker. A call
+    abandoned before it started (timed out or cancelled while waiting) never runs. A call abandoned while
+    running (a hung tool past its timeout) no longer counts: its thread finishes it in the background and
+    a fresh worker may take its place, so hung tools cannot starve the others."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit or _default_thread_limit()
+        self._queue: deque[_Job] = deque()
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._workers = 0  # workers counted against the limit
+        self._idle = 0  # of those, waiting for a job
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, run: Callable[[], None]) -> _Job:
+        job = _Job(run)
         with self._lock:
-            start = self._idle == 0
-            if not start:
-                self._idle -= 1
-        if start:
-            threading.Thread(target=self._work, name="agentcpm-tool", daemon=True).start()
-        self._jobs.put(job)
+            self._queue.append(job)
+            if self._idle >= len(self._queue):
+                self._ready.notify()
+            elif self._workers < self.limit:
+                self._start()
+        return job
+
+    def abandon(self, job: _Job) -> None:
+        with self._lock:
+            if job.state == "queued":
+                job.state = "abandoned"
+                self._queue.remove(job)
+            elif job.state == "running":
+                job.state = "abandoned"
+                self._workers -= 1  # its thread leaves once the call returns, unless there is room again
+                if self._queue and self._idle < len(self._queue) and self._workers < self.limit:
+                    self._start()
+
+    def _start(self) -> None:  # with the lock held
+        self._workers += 1
+        threading.Thread(target=self._work, name="agentcpm-tool", daemon=True).start()
 
     def _work(self) -> None:
         while True:
-            self._jobs.get()()
             with self._lock:
-                self._idle += 1
+                while not self._queue:
+                    self._idle += 1
+                    self._ready.wait()
+                    self._idle -= 1
+                job = self._queue.popleft()
+                job.state = "running"
+            job.run()
+            with self._lock:
+                if job.state == "abandoned":  # no longer counted: rejoin only if there is room
+                    if self._workers >= self.limit:
+                        return
+                    self._workers += 1
+                job.state = "done"
 
 
 _threads = _DaemonThreads()
 
 
+def set_thread_limit(limit: int | None = None) -> None:
+    """How many sync tool calls may run at once in worker threads (None: the default, 32,
+    or the ``AGENTCPM_TOOL_THREADS`` environment variable). Further calls wait for a free worker; a call's
+    timeout counts from when it was submitted, so the wait counts too."""
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"the thread limit must be a positive int, got {limit!r}")
+    with _threads._lock:
+        _threads.limit = limit or _default_thread_limit()
+
+
 def run_in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-    """Run ``fn(*args)`` in a daemon worker thread; the returned future resolves on the running loop."""
+    """Run ``fn(*args)`` in a daemon worker thread; the returned future resolves on the running loop.
+    Cancelling the future before the call started means it never runs."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
     context = contextvars.copy_context()
@@ -609,7 +823,7 @@ def run_in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         else:
             future.set_result(value)
 
-    def job() -> None:
+    def run() -> None:
         try:
             value, error = context.run(fn, *args), None
         except BaseException as exc:
@@ -617,7 +831,8 @@ def run_in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             loop.call_soon_threadsafe(settle, value, error)
 
-    _threads.submit(job)
+    job = _threads.submit(run)
+    future.add_done_callback(lambda f: _threads.abandon(job) if f.cancelled() else None)
     return future
 
 

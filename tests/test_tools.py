@@ -16,7 +16,22 @@ from pydantic import BaseModel, Field
 
 from agentcpm import ImagePart, TextPart
 from agentcpm.errors import ToolDefinitionError
-from agentcpm.tools import Tool, ToolArgumentsError, as_tools, parse_docstring, to_content, tool
+from agentcpm.tools import (
+    Tool,
+    ToolArgumentsError,
+    _DaemonThreads,
+    as_tools,
+    display_arguments,
+    display_text,
+    dumps_exact,
+    int_text,
+    parse_docstring,
+    run_in_thread,
+    set_thread_limit,
+    text_int,
+    to_content,
+    tool,
+)
 
 
 class Unit(enum.Enum):
@@ -358,3 +373,123 @@ def test_return_values_become_content_parts():
     mixed = to_content(["Here it is:", image, 7])
     assert [type(p).__name__ for p in mixed] == ["TextPart", "ImagePart", "TextPart"]
     assert mixed[2] == TextPart("7")
+
+
+# ---------------------------------------------------------------------------- hardening (issue 10)
+
+
+def test_validation_errors_about_huge_integers_are_normal_errors():
+    huge = 10**5000
+
+    def f(n: Annotated[int, Field(le=10)], s: str) -> int:
+        return n
+
+    with pytest.raises(ToolArgumentsError) as caught:  # was: ValueError "Exceeds the limit (4300 digits)"
+        Tool(f).validate({"n": huge, "s": huge})
+    assert caught.value.errors[0].startswith("n: Input should be less than or equal to 10 (got 1000")
+    assert all(len(e) < 300 for e in caught.value.errors)
+    hand_written = Tool.from_openai(
+        {"name": "g", "parameters": {"type": "object", "properties": {"s": {"type": "string", "enum": ["a"]}}}},
+        lambda s: s,
+    )
+    with pytest.raises(ToolArgumentsError, match="expected string, got int 1000"):
+        hand_written.validate({"s": huge})
+    assert Tool(f).validate({"n": 7, "s": "x"}) == {"n": 7, "s": "x"}
+
+
+def test_exact_integers_of_any_size_round_trip_through_json():
+    values = [10**5000 + 1, -(10**4400), 12, True, None, "text"]
+    text = dumps_exact({"a": values, "b": {"c": 10**9000}}, ensure_ascii=False)
+    assert json.loads(text, parse_int=text_int) == {"a": values, "b": {"c": 10**9000}}
+    assert dumps_exact({"x": 1}) == json.dumps({"x": 1})
+    assert text_int(int_text(-(10**7000) - 5)) == -(10**7000) - 5
+    with pytest.raises(ValueError):
+        text_int("12a" * 2000)
+
+
+def test_display_text_escapes_everything_that_can_hide_or_reorder_text():
+    hidden = {
+        0x202E: "right-to-left override",
+        0x202A: "left-to-right embedding",
+        0x2066: "isolate",
+        0x200B: "zero-width space",
+        0x200D: "zero-width joiner",
+        0x2060: "word joiner",
+        0xFEFF: "byte order mark",
+        0x00AD: "soft hyphen",
+        0x061C: "arabic letter mark",
+        0x1B: "escape (terminal sequences)",
+        0x0D: "carriage return",
+        0x7F: "delete",
+        0x2028: "line separator",
+        0x3164: "hangul filler (an invisible letter)",
+        0xFE0F: "variation selector",
+        0xE0041: "tag letter",
+        0xD83D: "lone surrogate",
+    }
+    for point, what in hidden.items():
+        escape = f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}" if point < 0x10000 else f"\\U{point:08x}"
+        assert display_text(f"a{chr(point)}b") == f"a{escape}b", what
+    assert display_text("plain ASCII, 中文, émoji 😀") == "plain ASCII, 中文, émoji 😀"
+    shown = display_arguments({"path": "invoice\u202egpj.exe", "n": 10**5000, "flags": ["a\u200b"]})
+    assert shown.startswith("path='invoice\\u202egpj.exe', n=1000") and shown.endswith("flags=['a\\u200b']")
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_the_thread_pool_is_bounded_and_queued_calls_wait_their_turn():
+    pool = _DaemonThreads(limit=3)
+    release = threading.Event()
+    running: list[int] = []
+    threads: set[int] = set()
+    done = threading.Semaphore(0)
+
+    def job(i: int):
+        def go() -> None:
+            running.append(i)
+            threads.add(threading.get_ident())
+            release.wait(10)
+            done.release()
+
+        return go
+
+    for i in range(10):
+        pool.submit(job(i))
+    release.set()
+    for _ in range(10):
+        assert done.acquire(timeout=10)
+    assert sorted(running) == list(range(10)) and sorted(running[:3]) == [0, 1, 2]
+    assert len(threads) == 3  # three workers did all ten calls
+
+
+def test_a_call_cancelled_before_it_started_never_runs_and_hung_calls_do_not_starve_the_pool():
+    set_thread_limit(2)
+    ran: list[str] = []
+    hang = threading.Event()
+
+    def hung() -> None:
+        ran.append("hung")
+        hang.wait(10)
+
+    async def scenario() -> str:
+        first, second = run_in_thread(hung), run_in_thread(hung)
+        queued = run_in_thread(ran.append, "queued")  # both workers are busy: it waits
+        for _ in range(1000):
+            if len(ran) == 2:
+                break
+            await asyncio.sleep(0.01)
+        queued.cancel()
+        for future in (first, second):  # the hung calls time out: abandoned, no longer counted
+            future.cancel()
+        return await asyncio.wait_for(run_in_thread(lambda: "fresh"), 10)
+
+    try:
+        assert run(scenario()) == "fresh"
+        assert ran == ["hung", "hung"]  # the cancelled call never ran
+    finally:
+        hang.set()
+        set_thread_limit(None)
+    with pytest.raises(ValueError):
+        set_thread_limit(0)
