@@ -35,6 +35,7 @@ from .backends.base import move_tool_images
 from .client import attach_images
 from .errors import (
     AgentCancelled,
+    ApprovalError,
     BackendError,
     ConfigurationError,
     MaxStepsExceeded,
@@ -42,7 +43,16 @@ from .errors import (
     RepeatedToolCallError,
     ToolRetriesExceeded,
 )
-from .tools import Tool, ToolArgumentsError, as_tools, format_validation_error, run_in_thread, to_content
+from .tools import (
+    Tool,
+    ToolArgumentsError,
+    as_tools,
+    display_call,
+    dumps_exact,
+    format_validation_error,
+    run_in_thread,
+    to_content,
+)
 from .transcript import Transcript
 from .types import (
     Completed,
@@ -79,7 +89,7 @@ DEFAULT_FINAL_PROMPT = (
     "with what you have found so far."
 )
 
-Approval = Literal["ask", "allow", "deny"] | Callable[[ToolCall], "bool | Awaitable[bool]"]
+Approval = Literal["ask", "allow", "deny"] | Callable[[ToolCall], "bool | str | Awaitable[bool | str | None] | None"]
 
 
 # ---------------------------------------------------------------------------- results and events
@@ -174,7 +184,9 @@ class Agent:
     >>> agent.run("What's the weather in Beijing?").output                             # doctest: +SKIP
 
     ``approval``: for tools marked ``requires_approval``: ``"ask"`` (a y/N prompt in the terminal),
-    ``"allow"``, ``"deny"`` or a callable ``approve(call) -> bool`` (may be async). ``tool_timeout``:
+    ``"allow"``, ``"deny"`` or a callable ``approve(call)`` (may be async) that approves only by returning
+    ``True`` or the string ``"y"``/``"yes"``; ``False``, ``None`` or any other string refuse, and any other
+    value raises :class:`~agentcpm.errors.ApprovalError` (the call is never run). ``tool_timeout``:
     seconds per call unless the tool sets its own. ``tool_retries``: invalid-argument attempts allowed per
     tool in a row before the run ends. ``repeat_limit``: the same call with the same arguments this many
     times in a row is refused (None: never). ``keep_images``: images from tools kept in what the model
@@ -459,6 +471,8 @@ class _Decision:
     arguments: dict[str, Any] = field(default_factory=dict)
     result: ToolResult | None = None
     error: str | None = None
+    recorded: bool = False  # written to the transcript
+    message: Message | None = None  # the result as a message, once recorded
 
 
 class _Run:
@@ -605,6 +619,7 @@ class _Run:
         decisions = [await self._decide(call) for call in calls]
         for decision in decisions:
             if decision.result is not None:
+                self._record(decision)
                 yield ToolFinished(self.step, decision.call, decision.result, decision.error, 0.0)
         ready = [d for d in decisions if d.result is None]
         concurrent = self.agent.parallel_tool_calls and not any(d.tool and d.tool.sequential for d in ready)
@@ -626,6 +641,7 @@ class _Run:
             for decision in ready:
                 if decision.result is None:
                     decision.result = _error_result(decision.call, "Cancelled by the user before it finished.")
+                    self._record(decision)
             self._add_results(decisions)
             raise
         finally:  # also when the consumer of the events stops early: leave no tool running
@@ -635,12 +651,24 @@ class _Run:
 
     def _finished(self, decision: _Decision) -> ToolFinished:
         assert decision.result is not None
+        self._record(decision)
         return ToolFinished(self.step, decision.call, decision.result, decision.error, decision.result.duration or 0.0)
 
+    def _record(self, decision: _Decision) -> None:
+        """Write a result to the transcript the moment it is known: a process killed later in the step
+        resumes without running this call again (``Transcript.load`` puts results back in call order)."""
+        if self.transcript is not None and decision.result is not None and not decision.recorded:
+            decision.message = decision.result.to_message()
+            self.transcript.message(decision.message, self.step)
+            decision.recorded = True
+
     def _add_results(self, decisions: list[_Decision]) -> None:
+        """Add the results to the conversation in the order the model made the calls."""
         self.last_results = [d.result for d in decisions if d.result is not None]
-        for result in self.last_results:
-            self._append(result.to_message())
+        for decision in decisions:
+            if decision.result is not None:
+                self._record(decision)
+                self.messages.append(decision.message or decision.result.to_message())
 
     async def _decide(self, call: ToolCall) -> _Decision:
         """The rules, in order: cut off, unknown tool, invalid arguments, repeated call, approval."""
@@ -650,10 +678,10 @@ class _Run:
             decision.result, decision.error = _error_result(call, text), text
             return decision
 
-        if not call.complete:
+        if not call.complete:  # never run a call whose end was not seen: its arguments may be cut short
             return refuse(
                 f"The call to {call.name or 'a tool'} was cut off before it was complete (the answer hit the "
-                "token limit), so it was not run. Make the call again, complete and shorter."
+                "token limit or ended early), so it was not run. Make the call again, complete and shorter."
             )
         tool = self.tools.get(call.name)
         if tool is None:
@@ -681,6 +709,8 @@ class _Run:
         if tool.requires_approval:
             try:
                 allowed = await self._approve(call)
+            except ApprovalError:  # the callback answers with something that is not an answer: a bug to fix
+                raise
             except Exception as exc:  # a broken approval callback must not run the tool, nor end the run
                 return refuse(f"{call.name} was not run: asking for approval failed ({type(exc).__name__}: {exc}).")
             if not allowed:
@@ -688,7 +718,7 @@ class _Run:
         return decision
 
     def _is_repeat(self, call: ToolCall) -> bool:
-        key = (call.name, json.dumps(call.arguments, sort_keys=True, default=str))
+        key = (call.name, dumps_exact(call.arguments, sort_keys=True, default=str))
         self.repeats = self.repeats + 1 if key == self.last_call else 1
         self.last_call = key
         limit = self.agent.repeat_limit
@@ -708,11 +738,11 @@ class _Run:
         if approval == "deny":
             return False
         if approval == "ask":
-            return bool(await run_in_thread(_ask_in_terminal, call))
+            return await run_in_thread(_ask_in_terminal, call) is True
         outcome = approval(call) if inspect.iscoroutinefunction(approval) else await run_in_thread(approval, call)
         if inspect.isawaitable(outcome):
             outcome = await outcome
-        return bool(outcome)
+        return _approved(outcome, call, self.messages)
 
     async def _execute(self, decision: _Decision) -> _Decision:
         tool, call = decision.tool, decision.call
@@ -814,10 +844,25 @@ def _error_result(call: ToolCall, text: str) -> ToolResult:
     return ToolResult(call_id=call.id, name=call.name or "unknown", content=[TextPart(text)], is_error=True)
 
 
+def _approved(outcome: Any, call: ToolCall, messages: list[Message]) -> bool:
+    """An approval callback's answer: only ``True`` or "y"/"yes" approve; ``False``, ``None`` and other
+    strings refuse; anything else is a bug in the callback (``1``, a dict, ...), never taken as a yes."""
+    if isinstance(outcome, bool):
+        return outcome
+    if outcome is None:
+        return False
+    if isinstance(outcome, str):
+        return outcome.strip().lower() in ("y", "yes")
+    raise ApprovalError(
+        f"the approval callback returned {type(outcome).__name__} for {display_call(call)[:200]}, so it was "
+        "not run: return True to allow the call, False to refuse it",
+        messages,
+    )
+
+
 def _ask_in_terminal(call: ToolCall) -> bool:
-    arguments = json.dumps(call.arguments, ensure_ascii=False)
-    try:
-        answer = input(f"Allow {call.name}({arguments})? [y/N] ")
+    try:  # control, bidi and zero-width characters are shown escaped: what is shown is what runs
+        answer = input(f"Allow {display_call(call)}? [y/N] ")
     except EOFError:  # no terminal to ask: refuse
         print(file=sys.stderr)
         return False

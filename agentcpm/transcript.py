@@ -1,8 +1,9 @@
 """Append-only JSONL transcripts of agent runs: one line per message and per step, flushed as it happens.
 
 Images are saved as PNG files in a folder beside the JSONL (``runs/today.jsonl`` -> ``runs/today.images/``),
-never as base64 inside it; nothing about the client (API keys, headers) is ever written. A process killed
-mid-run loses at most the step in flight, and :meth:`Transcript.load` gives the conversation back:
+never as base64 inside it; nothing about the client (API keys, headers) is ever written. Each tool result
+is written the moment its call ends, so a process killed mid-step loses only the calls still running (a
+resumed run runs just those), and :meth:`Transcript.load` gives the conversation back:
 
 >>> messages = Transcript.load("runs/today.jsonl")              # doctest: +SKIP
 >>> agent.run(history=messages)                                  # doctest: +SKIP
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import TranscriptError
+from .tools import dumps_exact, text_int
 from .types import ImagePart, Message, TextPart, ToolCall, VideoPart
 
 __all__ = ["Transcript", "load_messages", "save_messages"]
@@ -53,8 +55,11 @@ class Transcript:
     def _write(self, record: dict[str, Any]) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
-        self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            _repair_tail(self.path)
+            # backslashreplace: a lone surrogate (valid in a server's JSON) is written as its JSON escape
+            # (\ud83d), so the line stays valid UTF-8 and loads back as the same string.
+            self._file = open(self.path, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+        self._file.write(dumps_exact(record, ensure_ascii=False, default=str) + "\n")
         # flush (not fsync): the line then survives the process being killed; fsync per line is too slow.
         self._file.flush()
 
@@ -119,31 +124,102 @@ class Transcript:
     def load(cls, path: str | os.PathLike[str]) -> list[Message]:
         """The messages of the last conversation in a transcript, images loaded from their files.
 
-        A last line cut off by a killed process is skipped; any other unreadable line raises
-        :class:`~agentcpm.errors.TranscriptError`.
+        A last line cut off by a killed process (no newline at its end) is skipped; any other unreadable
+        line raises :class:`~agentcpm.errors.TranscriptError` naming the file and line. Tool results, written
+        as each call ended, come back in the order the model made the calls.
         """
         path = Path(path)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            data = path.read_bytes()
         except OSError as exc:
             raise TranscriptError(f"cannot read the transcript {path}: {exc}") from exc
+        lines = data.split(b"\n")
+        torn = lines.pop()  # b"" when the file ends with a newline; else the line in flight at a kill
+        if torn.strip() and _parse(torn) is not None:
+            lines.append(torn)  # a complete record that only lacks its newline
         messages: list[Message] = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                if number == len(lines):  # the line in flight when the process died
-                    break
-                raise TranscriptError(f"{path}:{number} is not JSON ({exc}); the file is damaged") from exc
-            if not isinstance(record, dict) or "type" not in record:
-                raise TranscriptError(f"{path}:{number} is not an agentcpm transcript line: {line[:80]}")
-            if record["type"] == "run" and not record.get("continues"):
-                messages = []
-            elif record["type"] == "message":
-                messages.append(_load_message(record["message"], path.parent))
-        return messages
+                record = json.loads(raw.decode("utf-8"), parse_int=text_int)
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+                raise TranscriptError(
+                    f"{path}:{number} is not a JSON line ({exc}); the file is damaged: delete or repair that line"
+                ) from exc
+            try:
+                if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+                    raise TypeError("not an object with a type")
+                if record["type"] == "run" and not record.get("continues"):
+                    messages = []
+                elif record["type"] == "message":
+                    messages.append(_load_message(record["message"], path.parent))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:  # pydantic errors are ValueErrors
+                what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).strip().splitlines()[0]
+                raise TranscriptError(
+                    f"{path}:{number} is not a valid agentcpm transcript line ({what}): "
+                    f"{raw[:80].decode('utf-8', 'replace')}; delete or repair that line"
+                ) from exc
+        return _results_in_call_order(messages)
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line.decode("utf-8"), parse_int=text_int)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _repair_tail(path: Path) -> None:
+    """Before appending: a last line cut off by a killed process is removed (or, when it is a whole record
+    that only lacks its newline, ended), so what is appended starts on a line of its own."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return
+    if size == 0:
+        return
+    with open(path, "rb+") as file:
+        file.seek(size - 1)
+        if file.read(1) == b"\n":
+            return
+        end = size  # find where the last line starts, reading backwards
+        start = 0
+        while end > 0:
+            begin = max(0, end - 65536)
+            file.seek(begin)
+            newline = file.read(end - begin).rfind(b"\n")
+            if newline >= 0:
+                start = begin + newline + 1
+                break
+            end = begin
+        file.seek(start)
+        if _parse(file.read()) is not None:
+            file.write(b"\n")
+        else:
+            file.truncate(start)
+
+
+def _results_in_call_order(messages: list[Message]) -> list[Message]:
+    """Tool results are written as each call ends; in the conversation they follow the calls' order."""
+    order: dict[str, int] = {}
+    index = 0
+    while index < len(messages):
+        message = messages[index]
+        if message.role == "assistant":
+            order = {call.id: position for position, call in enumerate(message.tool_calls)}
+        elif message.role == "tool":
+            end = index
+            while end < len(messages) and messages[end].role == "tool":
+                end += 1
+            block = messages[index:end]
+            block.sort(key=lambda m: order.get(m.tool_call_id or "", len(order)))  # stable: unknown ids last
+            messages[index:end] = block
+            index = end
+            continue
+        index += 1
+    return messages
 
 
 def _load_message(data: dict[str, Any], folder: Path) -> Message:

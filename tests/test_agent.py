@@ -6,11 +6,11 @@ import asyncio
 import functools
 import threading
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agentcpm import (
     Agent,
@@ -32,12 +32,14 @@ from agentcpm import (
 from agentcpm.agent import DEFAULT_FINAL_PROMPT
 from agentcpm.errors import (
     AgentCancelled,
+    ApprovalError,
     ConfigurationError,
     MaxStepsExceeded,
     OutputValidationError,
     RepeatedToolCallError,
     ToolRetriesExceeded,
 )
+from agentcpm.tools import DEFAULT_THREAD_LIMIT, int_text, set_thread_limit
 
 
 def async_test(fn):
@@ -644,3 +646,175 @@ def test_model_events_come_from_the_client():
     text = "".join(e.text for e in events if isinstance(e, ContentDelta))
     assert text == "Hello there."
     assert sum(isinstance(e, Completed) for e in events) == 1
+
+
+# ---------------------------------------------------------------------------- hardening (issue 10)
+
+
+@pytest.mark.parametrize("finish_reason", ["tool_calls", None, "stop"])
+def test_a_call_marked_incomplete_is_never_executed_whatever_the_finish_reason(finish_reason):
+    """A stream cut before the call's closing markup (the remote backend marks such calls complete=False)."""
+    ran = []
+
+    @tool
+    def remove(path: str) -> str:
+        """Remove a path."""
+        ran.append(path)
+        return "removed"
+
+    cut = ToolCall(name="remove", arguments={"path": "/home/user"}, complete=False)
+    whole = ToolCall(name="remove", arguments={"path": "/tmp/x"})
+    agent, _ = make([Completion(tool_calls=[cut, whole], finish_reason=finish_reason), "I stopped."], [remove])
+    result = agent.run("Clean up")
+    assert ran == ["/tmp/x"]
+    assert "cut off before it was complete" in result.messages[2].text
+    assert result.messages[3].text == "removed"
+
+
+def test_an_incomplete_call_left_unanswered_in_history_is_not_executed_on_resume():
+    ran = []
+
+    @tool
+    def remove(path: str) -> str:
+        """Remove a path."""
+        ran.append(path)
+        return "removed"
+
+    cut = ToolCall(name="remove", arguments={"path": "/home/us"}, complete=False)
+    history = [Message("user", "Clean up"), Message("assistant", "", tool_calls=[cut])]
+    agent, _ = make(["Stopped."], [remove])
+    result = agent.run(history=history)
+    assert ran == []
+    assert "cut off before it was complete" in result.messages[2].text
+
+
+@pytest.mark.parametrize(
+    ("answer", "runs"),
+    [
+        (True, True),
+        ("y", True),
+        ("yes", True),
+        (" YES\n", True),
+        (False, False),
+        (None, False),
+        ("no", False),
+        ("n", False),
+        ("", False),
+        ("false", False),
+        ("not yes", False),
+        ("yes please", False),  # not an explicit yes: never run on an ambiguous answer
+    ],
+)
+def test_approval_runs_only_on_an_explicit_yes(answer, runs):
+    ran = []
+
+    @tool(requires_approval=True)
+    def pay(amount: int) -> str:
+        """Pay."""
+        ran.append(amount)
+        return f"sent {amount}"
+
+    agent, _ = make([call("pay", amount=5), "ok"], [pay], approval=lambda c: answer)
+    result = agent.run("pay")
+    assert ran == ([5] if runs else [])
+    assert ("sent 5" if runs else "did not allow pay") in result.messages[2].text
+
+
+@pytest.mark.parametrize("answer", [1, 0, {"ok": True}, ["yes"], object()])
+def test_an_approval_answer_that_is_neither_bool_nor_string_raises_approval_error(answer):
+    ran = []
+
+    @tool(requires_approval=True)
+    def pay(amount: int) -> str:
+        """Pay."""
+        ran.append(amount)
+        return "sent"
+
+    async def approve(c: ToolCall):
+        return answer
+
+    agent, _ = make([call("pay", amount=5), "ok"], [pay], approval=approve)
+    with pytest.raises(ApprovalError, match="return True to allow") as caught:
+        agent.run("pay")
+    assert ran == []
+    assert caught.value.messages[-1].tool_calls[0].name == "pay"
+
+
+def test_the_terminal_approval_prompt_escapes_bidi_and_zero_width_characters(monkeypatch):
+    prompts: list[str] = []
+
+    def fake_input(prompt: str) -> str:
+        prompts.append(prompt)
+        return "n"
+
+    monkeypatch.setattr("builtins.input", fake_input)
+
+    @tool(requires_approval=True)
+    def delete_file(path: str) -> str:
+        """Delete a file."""
+        return "deleted"
+
+    hostile = "notes\u202etxt.exe\u200b\u2066\x1b[2J\u3164\ufe0f"
+    agent, _ = make([call("delete_file", path=hostile), "ok"], [delete_file], approval="ask")
+    result = agent.run("tidy up")
+    assert "did not allow" in result.messages[2].text
+    (prompt,) = prompts
+    assert prompt.startswith("Allow delete_file(path='notes") and prompt.endswith("? [y/N] ")
+    for char in "\u202e\u200b\u2066\x1b\u3164\ufe0f":
+        assert char not in prompt
+    for escape in ("\\u202e", "\\u200b", "\\u2066", "\\x1b", "\\u3164", "\\ufe0f"):
+        assert escape in prompt
+
+
+def test_a_5000_digit_integer_argument_never_crashes_the_run():
+    huge = 10**5000 + 3
+    seen = []
+
+    @tool
+    def square(n: int) -> str:
+        """Square a number."""
+        seen.append(n)
+        return "squared"
+
+    @tool
+    def small(n: Annotated[int, Field(le=10)]) -> str:
+        """At most ten."""
+        return "small"
+
+    script = [call("square", n=int_text(huge)), call("small", n=int_text(huge)), "done"]
+    agent, _ = make(script, [square, small])
+    result = agent.run("go")
+    assert result.output == "done"
+    assert len(seen) == 1 and seen[0] == huge  # accepted exactly
+    refused = result.messages[4].text  # a normal validation error fed back to the model
+    assert "Invalid arguments for small" in refused and "less than or equal to 10" in refused
+    assert "characters)" in refused and len(refused) < 2000  # the echoed input is shortened
+
+
+def test_600_parallel_sync_calls_use_a_bounded_pool_of_threads():
+    before = threading.active_count()
+    peak = [0]
+    lock = threading.Lock()
+
+    @tool
+    def work(i: int) -> int:
+        """Work."""
+        with lock:
+            peak[0] = max(peak[0], threading.active_count())
+        time.sleep(0.002)
+        return i
+
+    many = "".join(call("work", i=i) for i in range(600))
+    agent, _ = make([many, "done"], [work])
+    result = agent.run("go")
+    assert [m.text for m in result.messages if m.role == "tool"] == [str(i) for i in range(600)]
+    assert peak[0] <= before + DEFAULT_THREAD_LIMIT  # was 484 new threads
+    set_thread_limit(4)
+    try:
+        peak[0] = 0
+        before = threading.active_count()
+        agent, _ = make([many, "done"], [work])
+        assert agent.run("go").output == "done"
+        assert peak[0] <= before + 4
+    finally:
+        set_thread_limit(None)
