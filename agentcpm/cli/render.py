@@ -50,7 +50,9 @@ def format_arguments(arguments: dict[str, Any], limit: int = 200) -> str:
     >>> format_arguments({"x": 1, "text": "hi"})
     "x=1, text='hi'"
     """
-    text = ", ".join(f"{key}={value!r}" for key, value in arguments.items())
+    from ..tools import display_arguments  # hidden characters escaped (approval shows this); ints of any size
+
+    text = display_arguments(arguments)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
