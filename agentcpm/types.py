@@ -202,21 +202,25 @@ class ToolCall(BaseModel):
     error: str | None = None
 
     def to_openai(self) -> dict[str, Any]:
+        from .tools import dumps_exact  # ints beyond Python's 4300-digit str() limit too (the parser keeps them)
+
         return {
             "id": self.id,
             "type": "function",
-            "function": {"name": self.name, "arguments": json.dumps(self.arguments, ensure_ascii=False)},
+            "function": {"name": self.name, "arguments": dumps_exact(self.arguments, ensure_ascii=False)},
         }
 
     @classmethod
     def from_openai(cls, data: dict[str, Any]) -> ToolCall:
+        from .tools import dumps_exact, text_int  # exact ints of any size
+
         function = data.get("function", data)
         arguments = function.get("arguments") or {}
         error = None
         if isinstance(arguments, str):
             try:
-                decoded = json.loads(arguments) if arguments.strip() else {}
-            except json.JSONDecodeError as exc:
+                decoded = json.loads(arguments, parse_int=text_int) if arguments.strip() else {}
+            except (ValueError, RecursionError) as exc:
                 decoded, error = {}, f"arguments are not valid JSON: {exc}"
             if not isinstance(decoded, dict):
                 decoded, error = {}, "arguments are not a JSON object"
@@ -225,7 +229,7 @@ class ToolCall(BaseModel):
             id=data.get("id") or new_call_id(),
             name=str(function.get("name", "")),
             arguments=dict(arguments),
-            raw=json.dumps(function, ensure_ascii=False, default=str),
+            raw=dumps_exact(function, ensure_ascii=False, default=str),
             error=error,
         )
 

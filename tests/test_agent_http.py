@@ -94,3 +94,26 @@ def test_transcript_over_http_never_holds_the_api_key(tmp_path):
     assert SECRET not in text
     assert all(json.loads(line)["type"] for line in text.splitlines())
     assert [m.role for m in Transcript.load(path)] == ["user", "assistant", "tool", "assistant"]
+
+
+def test_a_5000_digit_integer_argument_goes_through_a_real_server_exactly(openai_server, tmp_path):
+    from agentcpm.tools import int_text
+
+    huge = 10**5000 + 1
+    seen: list[int] = []
+
+    @tool
+    def count(n: int) -> str:
+        """Count."""
+        seen.append(n)
+        return "counted"
+
+    text = f"<tool_call>\n<function=count>\n<parameter=n>\n{int_text(huge)}\n</parameter>\n</function>\n</tool_call>"
+    structured = ServerReply(tool_calls=[{"name": "count", "arguments": '{"n": ' + int_text(huge) + "}"}])
+    openai_server.push(text, "one", structured, "two")
+    agent = Agent(client_for(openai_server), tools=[count])
+    assert agent.run("go", transcript=tmp_path / "t.jsonl").output == "one"  # was: ValueError in the next request
+    assert agent.run("again").output == "two"  # structured tool_calls from the server: was a ValueError too
+    assert len(seen) == 2 and seen[0] == huge and seen[1] == huge
+    sent = openai_server.requests[1]["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert sent == '{"n": ' + int_text(huge) + "}"  # the history sent back holds the exact number
