@@ -97,6 +97,16 @@ def _name_from_command(command: str, args: Sequence[str]) -> str:
     return Path(command).stem or "server"
 
 
+def _is_transport_failure(exc: BaseException) -> bool:
+    if isinstance(exc, (OSError, EOFError)):
+        return True
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover - the mcp SDK depends on httpx
+        return False
+    return isinstance(exc, (httpx.TransportError, httpx.HTTPStatusError))
+
+
 def _first_leaf(exc: BaseException) -> BaseException:
     """The first real exception inside (nested) exception groups, which anyio task groups raise."""
     while getattr(exc, "exceptions", None) and isinstance(exc.exceptions[0], BaseException):  # type: ignore[attr-defined]
@@ -371,7 +381,9 @@ class MCPServer:
             message.root, types.ToolListChangedNotification
         ):
             self._stale = True
-        elif isinstance(message, Exception) and self._session is not None:
+        elif isinstance(message, Exception) and self._session is not None and _is_transport_failure(message):
+            # Only a broken transport ends the session: the SDK also reports harmless things here, such as
+            # the late answer to a call we abandoned after its timeout ("unknown request ID").
             self._mark_gone(f"the connection failed ({type(message).__name__}: {message})")
 
     def _mark_gone(self, reason: str) -> None:
