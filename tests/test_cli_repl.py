@@ -125,3 +125,10 @@ def test_help_and_tools_list() -> None:
         assert command in shown
     assert "explode" in shown and "Fail on purpose." in shown
     assert "never sent" not in shown and backend.requests == []  # /exit left before reading it
+
+
+def test_loading_text_mentions_a_download_only_for_a_hub_id(tmp_path: Path) -> None:
+    from agentcpm.cli.repl import loading_text
+
+    assert loading_text(str(tmp_path)) == f"loading {tmp_path}…"
+    assert "downloaded from the hub on first use" in loading_text("openbmb/MiniCPM-V-4.6")

@@ -235,3 +235,19 @@ def test_screen_tools_and_approval_on_a_display(tmp_path: Path, server: OpenAISe
         assert "Traceback" not in shown
     finally:
         term.close()
+
+
+def test_in_process_model_loads_without_noise(tmp_path: Path, tiny_model_path: Path) -> None:
+    """A local checkpoint folder: no "downloaded" note, and transformers' "Loading weights" bar stays out of
+    the banner (it shows with --verbose)."""
+    env = cli_env(tmp_path, TERM="xterm-256color", PATH="/usr/bin:/bin")
+    env.pop("NO_COLOR")
+    command = [sys.executable, "-m", "agentcpm", "chat", "--model", str(tiny_model_path), "--tools", "none"]
+    term = Terminal(command, env, tmp_path)
+    try:
+        shown = term.wait_for("you>", timeout=240)
+        assert f"agentcpm · {tiny_model_path} (in-process) · tools: none" in shown
+        assert "Loading weights" not in shown and "downloaded" not in shown and "falling back" not in shown
+        term.key("C-d")
+    finally:
+        term.close()
