@@ -348,6 +348,7 @@ _PARAM_TAG = re.compile(r"<parameter=([^<>\n]*)(>)?")
 # Special tokens a server may leave in the text (skip_special_tokens off): dropped wherever they appear.
 _LEAKED_TOKENS = ("<|im_end|>", "<|endoftext|>")
 _LEAKED = re.compile("|".join(map(re.escape, _LEAKED_TOKENS)))
+_LEAK_PREFIXES = frozenset(token[:n] for token in _LEAKED_TOKENS for n in range(1, len(token)))
 _JSON_TOKEN = re.compile(r'[{}\[\]"]|</?tool_call>')
 _JSON_STRING_END = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _JSON_NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -509,7 +510,7 @@ class StreamParser:
             raise ConfigurationError("this StreamParser is closed; create a new one for the next answer")
         if not delta:
             return []
-        if "<" in delta or self._leak:
+        if self._leak or "|" in delta or delta[-1] == "<":  # a leaked token, or the start of one
             delta = self._unleak(delta)
             if not delta:
                 return []
@@ -569,24 +570,28 @@ class StreamParser:
         if self._leak:
             delta, self._leak = self._leak + delta, ""
         j = delta.rfind("<")
-        if j >= 0 and len(delta) - j < 13:
-            tail = delta[j:]
-            if any(token.startswith(tail) and token != tail for token in _LEAKED_TOKENS):
-                self._leak, delta = tail, delta[:j]
-                self._fast = 0
+        if j >= 0 and len(delta) - j < 13 and delta[j:] in _LEAK_PREFIXES:
+            self._leak, delta = delta[j:], delta[:j]
+            self._fast = 0
         return _LEAKED.sub("", delta) if "<|" in delta else delta
 
     def _flush(self) -> None:
         """Move the open call's raw text and the open value's text read so far out of the buffer."""
-        pos = self._pos
-        if self._call is not None and pos > self._rfrom:
-            self._raw.append(self._buf[self._rfrom : pos])
+        pos, buf = self._pos, self._buf
         if self._state == _VALUE and pos > self._vfrom:
-            self._vparts.append(self._buf[self._vfrom : pos])
+            vfrom = self._vfrom
+            if vfrom > self._rfrom:
+                self._raw.append(buf[self._rfrom : vfrom])
+            text = buf[vfrom:pos]
+            self._raw.append(text)
+            self._vparts.append(text)
+        elif self._call is not None and pos > self._rfrom:
+            self._raw.append(buf[self._rfrom : pos])
         self._rfrom = self._vfrom = pos
 
     def _extend(self, delta: str) -> None:
-        self._flush()
+        if self._pos:
+            self._flush()
         shift = self._pos
         self._buf = self._buf[shift:] + delta if shift < len(self._buf) else delta
         self._pos = self._rfrom = self._vfrom = 0

@@ -9,7 +9,9 @@ what the parser costs whoever else is running) and ratios:
 2. a 1 MB string value fed one character and 30 characters at a time;
 3. 100 KB vs 1 MB, and 1 MB vs 10 MB (linear growth: 10x the text should cost about 10x the time);
 4. transformers' ``parse_response`` / ``ResponseParser`` with the qwen3_5 template from
-   ``transformers/cli/serving/utils.py`` on the same inputs, where it finishes in reasonable time.
+   ``transformers/cli/serving/utils.py`` on the same inputs, where it finishes in reasonable time;
+5. hostile input: long whitespace runs after closers inside a value (each closer waits to see what follows
+   it), 100 KB vs 1 MB, batch and streamed.
 """
 
 from __future__ import annotations
@@ -72,6 +74,15 @@ def value_text(size: int) -> str:
     tail = "\n</parameter>\n</function>\n</tool_call>"
     body = (CODE * (size // len(CODE) + 1))[: size - len(head) - len(tail)]
     return head + body + tail
+
+
+def whitespace_text(size: int) -> str:
+    """A write_file value holding </parameter>, </function> and </tool_call> as text, each followed by a
+    whitespace run of about size/8 characters."""
+    ws = " \n\t" * (size // 18)
+    body = "".join(f"x {closer}{ws}y\n" for closer in ("</parameter>", "</function>", "</tool_call>") * 2)
+    head = "<tool_call>\n<function=write_file>\n<parameter=content>\n"
+    return head + body + "</parameter>\n</function>\n</tool_call>"
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -165,6 +176,19 @@ def main() -> None:
         if len(timed) > 2:
             row += f" {timed[2]:>10.4f} {timed[2] / timed[1]:>6.1f}x"
         print(row)
+
+    print("\n## 5. long whitespace runs inside a value (closers that wait for what follows them)")
+    print(f"{'mode':18} {'100 KB s':>10} {'1 MB s':>10} {'ratio':>7}")
+    hostile = {n: whitespace_text(n) for n in (100_000, 1_000_000)}
+    for label, chunk in (("batch", 0), ("stream, 30 chars", 30), ("stream, 1 char", 1)):
+        timed = []
+        for text in hostile.values():
+            if chunk:
+                pieces = chunks(text, chunk)
+                timed.append(median_time(lambda p=pieces: ours_stream(p), min(repeats, 3)))
+            else:
+                timed.append(median_time(lambda t=text: ours_batch(t), repeats))
+        print(f"{label:18} {timed[0]:>10.4f} {timed[1]:>10.4f} {timed[1] / timed[0]:>6.1f}x")
 
     if theirs is None:
         print("\ntransformers is not installed: no comparison")

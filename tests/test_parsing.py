@@ -620,6 +620,42 @@ def test_long_undecided_text_streams_the_same() -> None:
     assert parse(held, TOOLS).tool_calls[0].arguments == {"content": "x</function>" + ws + "y"}
 
 
+class CountingParser(StreamParser):
+    """Counts the characters each pass of the state machine starts from (what it may have to re-examine)."""
+
+    scanned = 0
+
+    def _run(self, final: bool) -> None:
+        self.scanned += len(self._buf) - self._pos
+        super()._run(final)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ws: f"<function=write_file>\n<parameter=content>\nx</parameter>{ws}y\n</function>",
+        lambda ws: f"<function=write_file>\n<parameter=content>\nx</function>{ws}y\n</function>",
+        lambda ws: f"<function=write_file>\n<parameter=content>\nx</tool_call>{ws}y\n</function>",
+        lambda ws: f"<function=write_file>\n<parameter=content>\nx\n<parameter=mode>{ws}w</function>{ws}",
+        lambda ws: f"<tool_call>{ws}<function=write_file>{ws}<parameter=path>{ws}</parameter>{ws}</function>{ws}",
+        lambda ws: f'<tool_call>{{"name": "f", "arguments": {{}}}}{ws}{{"name": "g", "arguments": {{}}}}{ws}',
+    ],
+)
+def test_long_whitespace_runs_stream_in_linear_time(make: Any) -> None:
+    """Work, counted in characters, grows like the text (10x), not like its square (100x), fed a character at a
+    time, with long whitespace runs where a decision waits for what follows them."""
+    work = []
+    for size in (10_000, 100_000):
+        text = make(" \n\t" * (size // 3))
+        parser = CountingParser(TOOLS)
+        for ch in text:
+            parser.feed(ch)
+        parser.close()
+        work.append(parser.scanned)
+        assert summary(parser.result()) == summary(parse_output(text, TOOLS))
+    assert work[1] < 15 * work[0], work
+
+
 def test_stream_lifecycle() -> None:
     parser = StreamParser()
     parser.feed("Hello")
