@@ -594,17 +594,13 @@ class _Run:
     async def _ask_model(self, use_tools: bool) -> AsyncIterator[StreamEvent]:
         client = self.agent.client
         request = _request_messages(self.messages, self.agent.keep_images, self.agent.max_images_per_request)
-        tools = self.schemas if use_tools else None
-        if self.blocking_model:
-            # Sync runs stream on this thread: the loop has nothing else to do meanwhile, and Ctrl-C
-            # interrupts the model right away.
-            with contextlib.closing(client.stream(request, tools=tools, **self.agent.options)) as events:  # type: ignore[type-var]
-                for event in events:
-                    yield event
-        else:
-            async with contextlib.aclosing(client.astream(request, tools=tools, **self.agent.options)) as aevents:  # type: ignore[type-var]
-                async for event in aevents:
-                    yield event
+        options = client.defaults.merged(**self.agent.options)
+        # Sync runs (blocking_model) may block this private loop: the in-process model then generates on
+        # this thread, and Ctrl-C interrupts it right away.
+        events = client.events(request, self.schemas if use_tools else [], options, blocking=self.blocking_model)
+        async with contextlib.aclosing(events) as stream:
+            async for event in stream:
+                yield event
 
     def _count(self, completion: Completion) -> None:
         self.usage.requests += 1

@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import Any, Literal
 
+from . import _sync, engine
 from ._redact import redact_url
 from .backends.base import Backend, DownsampleMode, GenerationOptions
 from .types import (
@@ -92,7 +93,7 @@ class Client:
             from .backends.remote import RemoteBackend
 
             key = api_key or os.environ.get("AGENTCPM_API_KEY") or os.environ.get("OPENAI_API_KEY")
-            self.backend = RemoteBackend(
+            self.backend = RemoteBackend(  # type: ignore[assignment]  # TRANSITION
                 self.base_url,
                 model=self._model,
                 api_key=key,
@@ -105,7 +106,7 @@ class Client:
             from .backends.local import LocalBackend
 
             self._model = self._model or DEFAULT_MODEL
-            self.backend = LocalBackend(self._model, device=device, dtype=dtype)
+            self.backend = LocalBackend(self._model, device=device, dtype=dtype)  # type: ignore[assignment]
 
     @property
     def model(self) -> str | None:
@@ -137,7 +138,8 @@ class Client:
         images or arrays attached to the last user turn. ``tools``: agentcpm tools or OpenAI schemas.
         ``options``: any :class:`~agentcpm.backends.base.GenerationOptions` field.
         """
-        return self.backend.complete(*self._prepare(messages, images, tools, options))
+        request = self._prepare(messages, images, tools, options)
+        return _sync.run(lambda: self.acomplete(*request, blocking=True))
 
     def stream(
         self,
@@ -148,7 +150,8 @@ class Client:
         **options: Any,
     ) -> Iterator[StreamEvent]:
         """Like :meth:`chat`, yielding parser events as text arrives, then one final ``Completed``."""
-        return self.backend.stream(*self._prepare(messages, images, tools, options))
+        request = self._prepare(messages, images, tools, options)
+        return _sync.iterate(lambda: self.events(*request, blocking=True))
 
     async def achat(
         self,
@@ -159,7 +162,7 @@ class Client:
         **options: Any,
     ) -> Completion:
         """The async form of :meth:`chat`."""
-        return await self.backend.acomplete(*self._prepare(messages, images, tools, options))
+        return await self.acomplete(*self._prepare(messages, images, tools, options))
 
     def astream(
         self,
@@ -170,7 +173,30 @@ class Client:
         **options: Any,
     ) -> AsyncIterator[StreamEvent]:
         """The async form of :meth:`stream`."""
-        return self.backend.astream(*self._prepare(messages, images, tools, options))
+        return self.events(*self._prepare(messages, images, tools, options))
+
+    # the engine, for callers that already hold prepared messages (the agent loop) -----------------------
+    def events(
+        self,
+        messages: list[Message],
+        tools: list[dict[str, Any]],
+        options: GenerationOptions,
+        *,
+        blocking: bool = False,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The events of one request (see :func:`agentcpm.engine.stream`)."""
+        return engine.stream(self.backend, messages, tools, options, blocking=blocking)
+
+    async def acomplete(
+        self,
+        messages: list[Message],
+        tools: list[dict[str, Any]],
+        options: GenerationOptions,
+        *,
+        blocking: bool = False,
+    ) -> Completion:
+        """The answer of one request (see :func:`agentcpm.engine.complete`)."""
+        return await engine.complete(self.backend, messages, tools, options, blocking=blocking)
 
     # ------------------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -780,7 +780,10 @@ class _DaemonThreads:
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._queue:
+                while not self._queue or self._workers > self.limit:
+                    if self._workers > self.limit:  # the limit was lowered: this worker leaves
+                        self._workers -= 1
+                        return
                     self._idle += 1
                     self._ready.wait()
                     self._idle -= 1
@@ -806,6 +809,7 @@ def set_thread_limit(limit: int | None = None) -> None:
         raise ValueError(f"the thread limit must be a positive int, got {limit!r}")
     with _threads._lock:
         _threads.limit = limit or _default_thread_limit()
+        _threads._ready.notify_all()  # idle workers above the new limit leave
 
 
 def run_in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:

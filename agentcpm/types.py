@@ -436,6 +436,8 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int | None = None  # prompt tokens the backend did not compute again (a prefix cache)
+    images_encoded: int | None = None  # images run through the vision encoder (not taken from a cache)
     time_to_first_token: float | None = None  # seconds
     tokens_per_second: float | None = None  # decode speed
     duration: float | None = None  # seconds, whole request
@@ -448,10 +450,16 @@ class Usage(BaseModel):
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_tokens=_add_optional(self.cached_tokens, other.cached_tokens),
+            images_encoded=_add_optional(self.images_encoded, other.images_encoded),
             duration=(self.duration or 0.0) + (other.duration or 0.0)
             if self.duration is not None or other.duration is not None
             else None,
         )
+
+
+def _add_optional(a: int | None, b: int | None) -> int | None:
+    return None if a is None and b is None else (a or 0) + (b or 0)
 
 
 class Completion(BaseModel):

@@ -7,13 +7,13 @@ the same parser, so ``Completion`` and the events look the same whichever one pr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, fields, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from ..errors import ResponseError
 from ..images import DownsampleMode
-from ..types import Completed, Completion, ImagePart, Message, StreamEvent, TextPart
+from ..types import Completed, Completion, ImagePart, Message, StreamEvent, TextPart, ToolCall
 
 
 @dataclass(frozen=True)
@@ -46,29 +46,107 @@ class GenerationOptions:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
+# ---------------------------------------------------------------------------- what a backend yields
+# Plain slotted dataclasses, one per token or SSE chunk: they must be cheap. ``type`` names each kind.
+
+
+@dataclass(slots=True)
+class TextChunk:
+    """Text the model wrote, exactly as written (tool-call markup and ``<think>`` included: the engine parses it)."""
+
+    text: str
+    type: ClassVar[Literal["text"]] = "text"
+
+
+@dataclass(slots=True)
+class ReasoningChunk:
+    """Reasoning that the server already separated from the answer (``reasoning_content``)."""
+
+    text: str
+    type: ClassVar[Literal["reasoning"]] = "reasoning"
+
+
+@dataclass(slots=True)
+class ToolCallChunk:
+    """A piece of a structured tool call, as OpenAI-compatible servers stream them: ``index`` says which
+    call; ``name`` and ``arguments`` (raw JSON text) are appended to what came before."""
+
+    index: Any
+    id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    ready: ToolCall | None = None  # a call parsed already (a script): taken as it is
+    type: ClassVar[Literal["tool_call"]] = "tool_call"
+
+
+@dataclass(slots=True)
+class UsageChunk:
+    """Token counts (and, where the backend knows them better than the engine, timings)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int | None = None  # prompt tokens served from a cache
+    images_encoded: int | None = None  # images run through the vision encoder for this request
+    time_to_first_token: float | None = None
+    tokens_per_second: float | None = None
+    type: ClassVar[Literal["usage"]] = "usage"
+
+
+@dataclass(slots=True)
+class FinishChunk:
+    """The model or server said the answer is over, and why (stop, length, tool_calls, cancelled, ...).
+    A stream that ends without one is an incomplete answer."""
+
+    reason: str | None = "stop"
+    type: ClassVar[Literal["finish"]] = "finish"
+
+
+@dataclass(slots=True)
+class StartChunk:
+    """Optional, first: the prompt ends inside ``<think>``, so the text starts as reasoning."""
+
+    in_reasoning: bool
+    type: ClassVar[Literal["start"]] = "start"
+
+
+RawChunk = TextChunk | ReasoningChunk | ToolCallChunk | UsageChunk | FinishChunk | StartChunk
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a backend is asked: messages (tool images already moved into user turns), OpenAI-form tool
+    schemas, options. ``stream``: the caller wants events as they come (else only the end result matters).
+    ``blocking``: the caller drives this on a private event loop, so the backend may block it (the in-process
+    model then generates on the calling thread)."""
+
+    messages: list[Message]
+    tools: list[dict[str, Any]]
+    options: GenerationOptions
+    stream: bool = True
+    blocking: bool = False
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """What :class:`~agentcpm.client.Client` needs from a backend.
+    """What a backend does: talk to the model, nothing else.
 
-    ``stream`` yields parser events (:mod:`agentcpm.parsing`) as text arrives and ends with exactly one
-    :class:`~agentcpm.types.Completed`. Implementations are safe to call from several threads and tasks.
+    ``generate`` turns a :class:`Request` into an async stream of raw chunks (:data:`RawChunk`); the engine
+    (:mod:`agentcpm.engine`) does everything else, the same for every backend. A new backend is one async
+    generator plus its setup::
+
+        class EchoBackend:
+            async def generate(self, request):
+                yield TextChunk(request.messages[-1].text)
+                yield FinishChunk("stop")
+
+            async def aclose(self): ...
+            def close(self): ...
+
+    Implementations are safe to call from several threads and tasks. ``close`` / ``aclose`` free what the
+    backend holds (connections; the in-process model's running generations).
     """
 
-    def complete(
-        self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
-    ) -> Completion: ...
-
-    def stream(
-        self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
-    ) -> Iterator[StreamEvent]: ...
-
-    async def acomplete(
-        self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
-    ) -> Completion: ...
-
-    def astream(
-        self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
-    ) -> AsyncIterator[StreamEvent]: ...
+    def generate(self, request: Request) -> AsyncGenerator[RawChunk, None]: ...
 
     def close(self) -> None: ...
 

@@ -1,7 +1,7 @@
 """A backend that replays given model outputs: for tests, examples and docs.
 
-Each reply is raw model text (exactly what MiniCPM-V would write, tool-call markup included), run
-through the same parser as every other backend, streamed in small chunks.
+Each reply is raw model text (exactly what MiniCPM-V would write, tool-call markup included), streamed in
+small chunks into the same engine as every other backend.
 
 >>> from agentcpm import Client
 >>> backend = ScriptedBackend(["Hello!"])
@@ -14,16 +14,25 @@ through the same parser as every other backend, streamed in small chunks.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BackendError
-from ..parsing import StreamParser
-from ..types import Completed, Completion, Message, StreamEvent, Usage
-from .base import GenerationOptions, afinal_completion, final_completion
+from ..types import Completion, Message
+from .base import (
+    FinishChunk,
+    GenerationOptions,
+    RawChunk,
+    ReasoningChunk,
+    Request,
+    TextChunk,
+    ToolCallChunk,
+    UsageChunk,
+)
 
 
 @dataclass
@@ -74,76 +83,43 @@ class ScriptedBackend:
             item = Reply(item)
         return item
 
-    def _events(
-        self, reply: Reply, messages: list[Message], tools: list[dict[str, Any]], thinking: bool, sleep: bool
-    ) -> Iterator[StreamEvent]:
-        started = time.perf_counter()
-        parser = StreamParser(tools, thinking=thinking)
-        first: float | None = None
-        text = reply.text
-        for start in range(0, len(text), max(1, reply.chunk_size)):
-            if sleep and reply.chunk_delay and start:
-                time.sleep(reply.chunk_delay)
-            for event in parser.feed(text[start : start + reply.chunk_size]):
-                if first is None:
-                    first = time.perf_counter() - started
-                yield event
-        finish = reply.finish_reason
-        yield from parser.close(finish_reason=finish)
-        parsed = parser.result()
-        if finish is None:
-            finish = "tool_calls" if parsed.tool_calls else "stop"
-        prompt_chars = sum(len(m.text) for m in messages) + sum(len(str(t)) for t in tools)
-        duration = time.perf_counter() - started
-        usage = Usage(
-            prompt_tokens=prompt_chars // 4 + 1,
-            completion_tokens=len(text) // 4 + 1,
-            time_to_first_token=first,
-            duration=duration,
-        )
-        yield Completed(
-            Completion(
-                content=parsed.content,
-                reasoning=parsed.reasoning,
-                tool_calls=parsed.tool_calls,
-                finish_reason=finish,
-                usage=usage,
-                raw=text,
-            )
-        )
-
-    # Backend protocol --------------------------------------------------------------------------------
-    def stream(
-        self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
-    ) -> Iterator[StreamEvent]:
-        item = self._next(messages, tools, options)
+    async def generate(self, request: Request) -> AsyncGenerator[RawChunk, None]:
+        """Yield the next reply as raw chunks (``chunk_size`` characters, ``chunk_delay`` apart)."""
+        item = self._next(request.messages, request.tools, request.options)
         if isinstance(item, Completion):
-            yield Completed(item)
+            for chunk in _completion_chunks(item):
+                yield chunk
             return
-        yield from self._events(item, messages, tools, bool(options.thinking), sleep=True)
-
-    def complete(self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions) -> Completion:
-        return final_completion(self.stream(messages, tools, options))
-
-    async def astream(
-        self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
-    ) -> AsyncIterator[StreamEvent]:
-        item = self._next(messages, tools, options)
-        if isinstance(item, Completion):
-            yield Completed(item)
-            return
-        for event in self._events(item, messages, tools, bool(options.thinking), sleep=False):
-            yield event
-            if item.chunk_delay:
-                await asyncio.sleep(item.chunk_delay)
-
-    async def acomplete(
-        self, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions
-    ) -> Completion:
-        return await afinal_completion(self.astream(messages, tools, options))
+        text = reply_text = item.text
+        step = max(1, item.chunk_size)
+        for start in range(0, len(text), step):
+            if item.chunk_delay and start:
+                if request.blocking:
+                    time.sleep(item.chunk_delay)
+                else:
+                    await asyncio.sleep(item.chunk_delay)
+            yield TextChunk(text[start : start + step])
+        prompt_chars = sum(len(m.text) for m in request.messages) + sum(len(str(t)) for t in request.tools)
+        yield UsageChunk(prompt_tokens=prompt_chars // 4 + 1, completion_tokens=len(reply_text) // 4 + 1)
+        yield FinishChunk(item.finish_reason or "stop")
 
     def close(self) -> None:
         pass
 
     async def aclose(self) -> None:
         pass
+
+
+def _completion_chunks(completion: Completion) -> list[RawChunk]:
+    """A ready Completion as the chunks a server with a tool parser would send."""
+    chunks: list[RawChunk] = []
+    if completion.reasoning:
+        chunks.append(ReasoningChunk(completion.reasoning))
+    if completion.content:
+        chunks.append(TextChunk(completion.content))
+    for index, call in enumerate(completion.tool_calls):
+        chunks.append(ToolCallChunk(index, call.id, call.name, json.dumps(call.arguments, default=str), ready=call))
+    usage = completion.usage
+    chunks.append(UsageChunk(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens))
+    chunks.append(FinishChunk(completion.finish_reason or "stop"))
+    return chunks
