@@ -242,8 +242,8 @@ class Assembly:
             return parsed.model_copy(update={"error": "the server sent a tool call without a function name"})
         if self.cut:  # a name or arguments may have been cut anywhere: never run such a call
             reason = self.finish_reason or INCOMPLETE
-            error = parsed.error or f"the answer was cut off (finish_reason={reason!r}) before this call ended"
-            return parsed.model_copy(update={"complete": False, "error": f"{error}; not executed"})
+            cut = parsed.error or f"the answer was cut off (finish_reason={reason!r}) before this call ended"
+            return parsed.model_copy(update={"complete": False, "error": f"{cut}; not executed"})
         if parsed.error is not None:
             return parsed
         arguments, error = convert_arguments(parsed.name, parsed.arguments, self.tools)
