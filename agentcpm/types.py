@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
@@ -480,7 +480,8 @@ class Completion(BaseModel):
 
 
 # ---------------------------------------------------------------------------- stream events
-# Plain slotted dataclasses: a parser may emit one per character, so they must be cheap.
+# Plain slotted dataclasses: a parser may emit one per character, so they must be cheap. Each kind has a
+# ``type`` tag (a class attribute: free per event) to dispatch on.
 
 
 @dataclass(slots=True)
@@ -488,6 +489,7 @@ class ContentDelta:
     """Text of the answer."""
 
     text: str
+    type: ClassVar[Literal["content.delta"]] = "content.delta"
 
 
 @dataclass(slots=True)
@@ -495,15 +497,18 @@ class ReasoningDelta:
     """Text of the model's reasoning (inside ``<think>``)."""
 
     text: str
+    type: ClassVar[Literal["reasoning.delta"]] = "reasoning.delta"
 
 
 @dataclass(slots=True)
 class ToolCallStarted:
-    """A tool call's function name is known. ``index`` counts calls in this answer from 0."""
+    """The model started writing a tool call: its function name is known. ``index`` counts calls in this
+    answer from 0. (The agent's :class:`~agentcpm.agent.ToolRunStarted` is the tool actually running.)"""
 
     index: int
     id: str
     name: str
+    type: ClassVar[Literal["tool_call.started"]] = "tool_call.started"
 
 
 @dataclass(slots=True)
@@ -515,25 +520,31 @@ class ToolCallArgumentsDelta:
     id: str
     parameter: str | None
     text: str
+    type: ClassVar[Literal["tool_call.arguments"]] = "tool_call.arguments"
 
 
 @dataclass(slots=True)
 class ToolCallFinished:
-    """A tool call is complete (or was cut off: see ``call.complete``)."""
+    """The model finished writing a tool call (or was cut off: see ``call.complete``)."""
 
     index: int
     call: ToolCall
+    type: ClassVar[Literal["tool_call.finished"]] = "tool_call.finished"
 
 
 @dataclass(slots=True)
-class Completed:
-    """The last event of a stream: the whole answer."""
+class ResponseCompleted:
+    """The last event of one model response: the whole answer as a :class:`Completion`."""
 
     completion: Completion
+    type: ClassVar[Literal["response.completed"]] = "response.completed"
 
+
+#: The earlier name of :class:`ResponseCompleted`, kept importable.
+Completed = ResponseCompleted
 
 ParseEvent = ContentDelta | ReasoningDelta | ToolCallStarted | ToolCallArgumentsDelta | ToolCallFinished
-StreamEvent = ParseEvent | Completed
+StreamEvent = ParseEvent | ResponseCompleted
 
 __all__ = [
     "Completed",
@@ -545,6 +556,7 @@ __all__ = [
     "ParseEvent",
     "Part",
     "ReasoningDelta",
+    "ResponseCompleted",
     "Role",
     "StreamEvent",
     "TextPart",
