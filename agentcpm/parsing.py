@@ -23,15 +23,18 @@ form, markup inside values) is recovered; nothing here ever raises on model outp
 
 from __future__ import annotations
 
-import ast
 import json
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError
+from .format.coerce import int_text as _int_text
+from .format.coerce import load_structured as _load_structured
+from .format.coerce import matches as _matches
+from .format.coerce import schema_types as _types
+from .format.coerce import try_type as _try_type
 from .types import (
     ContentDelta,
     ParseEvent,
@@ -88,19 +91,7 @@ def parse_output(
 
 # ============================================================================ tool schemas and values
 
-_TYPE_ALIASES = {
-    "int": "integer",
-    "float": "number",
-    "bool": "boolean",
-    "str": "string",
-    "dict": "object",
-    "list": "array",
-}
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-_INTEGRAL = re.compile(r"([+-]?[0-9]+)\.0*")
-_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _BAD_NAME = re.compile(r"[\s<>{}\"']")
-_INT_DIGITS = 4000  # below CPython's int/str conversion limit (4300 digits)
 
 
 def _function_schemas(tools: Iterable[Any] | None) -> dict[str, dict[str, Any]] | None:
@@ -120,135 +111,6 @@ def _properties(schemas: dict[str, dict[str, Any]] | None, name: str) -> dict[st
         return None
     props = schemas[name].get("properties")
     return props if isinstance(props, dict) else {}
-
-
-def _types(schema: Any) -> list[str]:
-    """The JSON types a schema allows, in the order to try them ([] when it says nothing)."""
-    if not isinstance(schema, dict):
-        return []
-    out: list[str] = []
-    kind = schema.get("type")
-    for name in [kind] if isinstance(kind, str) else kind if isinstance(kind, list) else []:
-        if isinstance(name, str):
-            out.append(_TYPE_ALIASES.get(name, name))
-    for key in ("anyOf", "oneOf"):
-        subs = schema.get(key)
-        if isinstance(subs, list):
-            for sub in subs:
-                out.extend(_types(sub))
-    if not out and isinstance(schema.get("enum"), list):
-        out = [_json_type(v) for v in schema["enum"]]
-    return list(dict.fromkeys(out))
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    return "string"
-
-
-def _matches(value: Any, kind: str) -> bool:
-    actual = _json_type(value)
-    if kind == "number":
-        return actual in ("integer", "number")
-    if kind in ("string", "integer", "boolean", "object", "array", "null"):
-        return actual == kind and not (kind == "array" and isinstance(value, tuple))
-    return True  # a type name we do not know constrains nothing
-
-
-def _to_int(text: str) -> int:
-    """An exact int of any size (CPython refuses int(str) beyond 4300 digits)."""
-    if len(text) <= _INT_DIGITS:
-        return int(text)
-    sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text.lstrip("+"))
-
-    def convert(d: str) -> int:
-        if len(d) <= _INT_DIGITS:
-            return int(d)
-        half = len(d) // 2
-        return convert(d[:half]) * 10 ** (len(d) - half) + convert(d[half:])
-
-    return sign * convert(digits)
-
-
-def _int_text(value: int) -> str:
-    """str(int) for any size."""
-    try:
-        return str(value)
-    except ValueError:
-        sign, value = ("-", -value) if value < 0 else ("", value)
-        digits = int(len(bin(value)) * 0.30103) + 1
-        half = digits // 2
-        high, low = divmod(value, 10**half)
-        return sign + (_int_text(high) if high else "") + _int_text(low).rjust(half, "0")
-
-
-def _load_structured(text: str) -> Any:
-    """JSON, else a Python literal (older templates wrote dicts as repr); raises ValueError."""
-    try:
-        return json.loads(text, strict=False, parse_int=_to_int)
-    except (ValueError, RecursionError):
-        pass
-    if text[:1] in "{[(" and len(text) < 1_000_000:
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            pass
-        else:
-            return _jsonable(value)
-    raise ValueError("not JSON")
-
-
-def _jsonable(value: Any) -> Any:
-    """A Python literal as the JSON data it stands for: tuples and sets become lists, keys strings."""
-    if isinstance(value, dict):
-        return {k if isinstance(k, str) else str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bytes, complex)):
-        return str(value)
-    return value
-
-
-def _try_type(kind: str, text: str) -> tuple[bool, Any]:
-    """Convert value text to one JSON type: (ok, value)."""
-    if kind == "string":
-        return True, text
-    s = text.strip()
-    if kind == "integer" or kind == "number":
-        if _INTEGER.fullmatch(s):
-            return True, _to_int(s)
-        if kind == "integer":
-            m = _INTEGRAL.fullmatch(s)
-            return (True, _to_int(m.group(1))) if m else (False, None)
-        if _FLOAT.fullmatch(s):
-            number = float(s)
-            return (True, number) if math.isfinite(number) else (False, None)
-        return False, None
-    if kind == "boolean":
-        low = s.lower()
-        return (True, low == "true") if low in ("true", "false") else (False, None)
-    if kind == "object" or kind == "array":
-        try:
-            value = _load_structured(s)
-            if isinstance(value, str):  # JSON-encoded once more: '"{\\"a\\": 1}"', '"[True, None]"'
-                value = _load_structured(value.strip())
-        except ValueError:
-            return False, None
-        return (True, value) if isinstance(value, dict if kind == "object" else list) else (False, None)
-    if kind == "null":
-        return (True, None) if s in ("null", "None") else (False, None)
-    return True, text  # an unknown type name: keep the text
 
 
 def _convert_text(schema: Any, text: str) -> tuple[Any, str | None]:
