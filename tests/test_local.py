@@ -72,9 +72,9 @@ class RunSpy:
         original = LocalBackend._new_run
 
         def new_run(backend, *args):
-            run, answer = original(backend, *args)
+            run = original(backend, *args)
             self.runs.append(run)
-            return run, answer
+            return run
 
         monkeypatch.setattr(LocalBackend, "_new_run", new_run)
 
@@ -177,12 +177,12 @@ def test_stop_strings_and_length_limit(client):
 
 
 def test_streamed_text_is_decoded_whole_characters_at_a_time():
-    from agentcpm.backends.local import _Detokenizer
+    from agentcpm.backends.local.generation import Detokenizer
 
     tokenizer = build_tokenizer()  # one token per byte: every non-ASCII character arrives in pieces
     text = "héllo 你好 🎉\n<tool_call>\n<parameter=x>\nü\n</parameter>"
     ids = [*tokenizer.encode(text, add_special_tokens=False), tokenizer.convert_tokens_to_ids("<|im_end|>")]
-    detokenizer = _Detokenizer(tokenizer)
+    detokenizer = Detokenizer(tokenizer)
     pieces = [detokenizer.push([token]) for token in ids] + [detokenizer.flush()]
     assert "".join(pieces) == text
     assert "\ufffd" not in "".join(pieces)
