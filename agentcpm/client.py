@@ -93,7 +93,7 @@ class Client:
             from .backends.remote import RemoteBackend
 
             key = api_key or os.environ.get("AGENTCPM_API_KEY") or os.environ.get("OPENAI_API_KEY")
-            self.backend = RemoteBackend(  # type: ignore[assignment]  # TRANSITION
+            self.backend = RemoteBackend(
                 self.base_url,
                 model=self._model,
                 api_key=key,

@@ -258,6 +258,12 @@ class Assembly:
             closing = self.parser.close(finish_reason="length" if finish in _CUT else finish)
             events += self._markup(closing) if self.owner != "markup" else closing
             parsed = self.parser.result()
+            if finish == INCOMPLETE:  # the parser knows only "length": say why these calls were not run
+                events = [
+                    ToolCallFinished(e.index, _cut_off(e.call)) if isinstance(e, ToolCallFinished) else e
+                    for e in events
+                ]
+                parsed.tool_calls = [_cut_off(c) for c in parsed.tool_calls]
         calls = parsed.tool_calls
         if self.owner == "structured":
             calls = [self._structured_call(c) for c in self.calls.values() if c.started]
@@ -298,3 +304,14 @@ class Assembly:
             ),
             raw="".join(self.text),
         )
+
+
+_LENGTH_CUT = "the output was cut off (finish_reason='length') before this call ended"
+_STREAM_CUT = "the stream ended before the server said the answer was finished (no finish_reason, no [DONE])"
+
+
+def _cut_off(call: ToolCall) -> ToolCall:
+    """A markup call of an incomplete answer, its error naming the real cause (not the token limit)."""
+    if call.complete or not call.error or _LENGTH_CUT not in call.error:
+        return call
+    return call.model_copy(update={"error": call.error.replace(_LENGTH_CUT, _STREAM_CUT)})

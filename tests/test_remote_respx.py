@@ -18,7 +18,7 @@ import respx
 import tenacity
 
 from agentcpm import Client, Completed, ToolCallStarted
-from agentcpm.backends.remote import RemoteBackend, _retry_after
+from agentcpm.backends.remote import RemoteBackend, retry_after, wait_time
 from agentcpm.errors import (
     AuthenticationError,
     BadRequestError,
@@ -329,11 +329,10 @@ def test_timeouts_and_connection_errors() -> None:
 
 
 def test_retry_after_is_honoured() -> None:
-    assert _retry_after(httpx.Headers({"retry-after": "7"})) == 7.0
-    assert _retry_after(httpx.Headers({"retry-after-ms": "250"})) == 0.25
-    assert (_retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2065 07:28:00 GMT"})) or 0) > 50
-    assert _retry_after(httpx.Headers({})) is None
-    backend = RemoteBackend(URL, model="m", backoff=0.5)
+    assert retry_after(httpx.Headers({"retry-after": "7"})) == 7.0
+    assert retry_after(httpx.Headers({"retry-after-ms": "250"})) == 0.25
+    assert (retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2065 07:28:00 GMT"})) or 0) > 50
+    assert retry_after(httpx.Headers({})) is None
     import openai
 
     request = httpx.Request("POST", CHAT)
@@ -343,9 +342,9 @@ def test_retry_after_is_honoured() -> None:
         raise openai.RateLimitError("slow down", response=response, body=None)  # type: ignore[arg-type]
     except openai.RateLimitError as exc:
         state.set_exception((type(exc), exc, exc.__traceback__))
-    assert backend._wait(state) == 2.0
+    assert wait_time(state, backoff=0.5) == 2.0
     state.set_exception((RuntimeError, RuntimeError(), None))
-    assert all(0.25 <= backend._wait(state) <= 0.5 for _ in range(20))  # exponential, with jitter
+    assert all(0.25 <= wait_time(state, backoff=0.5) <= 0.5 for _ in range(20))  # exponential, with jitter
 
 
 class Dropping(httpx.SyncByteStream, httpx.AsyncByteStream):

@@ -11,14 +11,10 @@ does not know with a 422).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigurationError
-
-#: ``<|endoftext|>`` and ``<|im_end|>``: without them some servers generate past the end of the answer.
-STOP_TOKEN_IDS = [248044, 248046]
+from ...errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -77,34 +73,3 @@ def detect_dialect(models: Any, headers: dict[str, str], status: int = 200) -> D
     if "uvicorn" in server and ("x-request-id" in headers or status >= 500):
         return DIALECTS["transformers"]
     return DIALECTS["generic"]
-
-
-# ---------------------------------------------------------------------------- tools in the prompt
-
-TOOLS_HEADER = "# Tools\n\nYou have access to the following functions:\n\n<tools>"
-TOOLS_INSTRUCTIONS = (
-    "\n</tools>\n\nIf you choose to call a function ONLY reply in the following format with NO suffix:\n\n"
-    "<tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>\nvalue_1\n</parameter>\n"
-    "<parameter=example_parameter_2>\nThis is the value for the second parameter\nthat can span\nmultiple lines\n"
-    "</parameter>\n</function>\n</tool_call>\n\n<IMPORTANT>\nReminder:\n"
-    "- Function calls MUST follow the specified format: an inner <function=...></function> block must be nested "
-    "within <tool_call></tool_call> XML tags\n- Required parameters MUST be specified\n"
-    "- You may provide optional reasoning for your function call in natural language BEFORE the function call, "
-    "but NOT after\n- If there is no function call available, answer the question like normal with your current "
-    "knowledge and do not tell the user about function calls\n</IMPORTANT>"
-)
-
-
-def tools_system_prompt(tools: list[dict[str, Any]], system: str = "") -> str:
-    """The system turn MiniCPM-V 4.6's chat template writes for ``tools``, followed by ``system``.
-
-    For servers whose template has no tool section (Ollama's Modelfile): the model then sees exactly
-    what it was trained on.
-
-    >>> tools_system_prompt([{"type": "function", "function": {"name": "f"}}]).splitlines()[5]
-    '{"type": "function", "function": {"name": "f"}}'
-    """
-    schemas = "".join("\n" + json.dumps(tool, ensure_ascii=False) for tool in tools)
-    text = TOOLS_HEADER + schemas + TOOLS_INSTRUCTIONS
-    system = system.strip()
-    return f"{text}\n\n{system}" if system else text
