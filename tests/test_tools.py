@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from agentcpm import ImagePart, TextPart
 from agentcpm.errors import ToolDefinitionError
+from agentcpm.parsing import convert_arguments
 from agentcpm.tools import (
     Tool,
     ToolArgumentsError,
@@ -104,6 +105,43 @@ def test_numpy_and_sphinx_docstrings():
     expected = ("Sum two numbers.", {"a": "The first number.", "b": "The second number."})
     assert parse_docstring(numpy_doc) == expected
     assert parse_docstring(sphinx_doc) == expected
+
+
+def test_docstring_styles_long_descriptions_and_star_parameters():
+    google = """Search files.
+
+    Looks through every file under a folder,
+    recursively.
+
+    Keyword Args:
+        pattern (str): A glob
+            pattern.
+        **options: Ignored.
+
+    Raises:
+        OSError: never described to the model.
+    """
+    assert parse_docstring(google) == (
+        "Search files.\n\nLooks through every file under a folder,\nrecursively.",
+        {"pattern": "A glob pattern.", "options": "Ignored."},
+    )
+    notes = "Ping a host.\n\nArgs:\n    host: Name.\n\nNotes:\n    Uses ICMP.\n"
+    assert parse_docstring(notes) == ("Ping a host.", {"host": "Name."})
+    assert parse_docstring("Just a line.") == ("Just a line.", {})
+    assert parse_docstring(None) == ("", {})
+    assert parse_docstring("   ") == ("", {})
+
+    @tool
+    def search(pattern: str) -> str:
+        """Search files.
+
+        :param pattern: A glob.
+        :raises OSError: when unreadable.
+        """
+        return pattern
+
+    assert search.description == "Search files."
+    assert search.parameters["properties"]["pattern"]["description"] == "A glob."
 
 
 def test_types_enum_optional_lists_dicts_nested_models_and_field_constraints():
@@ -316,6 +354,39 @@ def test_from_openai_uses_the_hand_written_schema_and_checks_it():
     }
     with pytest.raises(ToolDefinitionError):
         Tool.from_openai({"function": {"description": "no name"}}, print)
+
+
+def test_hand_written_schemas_share_the_parsers_json_type_check():
+    # anyOf/oneOf, type lists and Python spellings ("int") are read as the parser reads them (format.coerce):
+    # before, only a top-level "type" string was checked and the rest let anything through.
+    t = Tool.from_openai(
+        {
+            "name": "f",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "n": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+                    "x": {"type": ["number", "string"]},
+                    "k": {"type": "int"},
+                    "mode": {"enum": ["a", "b"]},
+                },
+            },
+        },
+        lambda **kw: kw,
+    )
+    assert t.call({"n": None, "x": 1.5, "k": 3, "mode": "a"}) == {"n": None, "x": 1.5, "k": 3, "mode": "a"}
+    assert t.validate({"n": 2, "x": "1.5"}) == {"n": 2, "x": "1.5"}
+    with pytest.raises(ToolArgumentsError) as info:
+        t.validate({"n": "2", "x": [1], "k": True, "mode": "c"})
+    assert info.value.errors == [
+        "n: expected integer or null, got str '2'",
+        "x: expected number or string, got list [1]",
+        "k: expected integer, got bool True",
+        "mode: must be one of ['a', 'b'], got 'c'",
+    ]
+    # the parser converts value text by the same schema before a tool ever sees it
+    arguments, error = convert_arguments("f", {"n": "2", "k": "3.0"}, [t])
+    assert (arguments, error) == ({"n": 2, "k": 3}, None)
 
 
 @pytest.mark.parametrize(

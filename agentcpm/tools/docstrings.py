@@ -7,6 +7,21 @@ import inspect
 import re
 
 import docstring_parser
+from docstring_parser import epydoc, numpydoc, rest
+from docstring_parser.google import DEFAULT_SECTIONS, GoogleParser, Section, SectionType
+
+_KEYWORD_TITLES = ("Keyword Args", "Keyword Arguments", "Other Parameters", "Other Params")
+_PROSE_TITLES = ("Note", "Notes", "Warning", "Warnings", "See Also", "References", "Todo", "Return", "Yield")
+
+# Google sections docstring-parser does not know by default: keyword arguments are parameters too, and the
+# prose sections end the description (the model needs neither notes nor references to call a tool).
+_GOOGLE = GoogleParser(
+    [
+        *DEFAULT_SECTIONS,
+        *(Section(title, "param", SectionType.MULTIPLE) for title in _KEYWORD_TITLES),
+        *(Section(title, title.lower(), SectionType.SINGULAR) for title in _PROSE_TITLES),
+    ]
+)
 
 
 def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
@@ -28,9 +43,8 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     if not doc or not doc.strip():
         return "", {}
     text = inspect.cleandoc(doc)
-    try:
-        parsed = docstring_parser.parse(text)
-    except docstring_parser.ParseError:  # a malformed section: keep the text, describe no parameter
+    parsed = _parse(text)
+    if parsed is None:  # no style reads it (a malformed section): keep the text, describe no parameter
         return text.strip(), {}
     parts = [parsed.short_description or "", parsed.long_description or ""]
     joiner = "\n\n" if parsed.blank_after_short_description else "\n"
@@ -42,3 +56,15 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
         if name.isidentifier():
             params[name] = " ".join(line.strip() for line in (param.description or "").splitlines() if line.strip())
     return description, params
+
+
+def _parse(text: str) -> docstring_parser.Docstring | None:
+    """The reading of the style that finds the most sections and parameters, as docstring-parser's own
+    automatic style does (with the extra Google sections above)."""
+    readings = []
+    for parse in (rest.parse, _GOOGLE.parse, numpydoc.parse, epydoc.parse):
+        try:
+            readings.append(parse(text))
+        except docstring_parser.ParseError:
+            continue
+    return max(readings, key=lambda reading: len(reading.meta), default=None)
