@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--region", type=_region, metavar="L,T,W,H", help="watch only this rectangle")
 
     commands.add_parser("doctor", parents=[common], help="check the installation, the server and the display")
+    from .serve import add_arguments as add_serve_arguments  # argparse only
+
+    add_serve_arguments(commands.add_parser("serve", parents=[common], help="an OpenAI-compatible server"))
     return parser
 
 
@@ -444,12 +447,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import cmd_serve as serve
+
+    return serve(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "chat": cmd_chat,
     "ask": cmd_ask,
     "run": cmd_run,
     "watch": cmd_watch,
     "doctor": cmd_doctor,
+    "serve": cmd_serve,
 }
 
 
