@@ -111,6 +111,15 @@ class ResponseError(BackendError):
     """The server's reply could not be understood (not JSON, no choices, a stream cut off)."""
 
 
+class IncompleteAnswerError(ResponseError):
+    """An agent's answer broke off before the model finished (finish_reason ``"incomplete"``), so it was not
+    taken as the final answer; ``messages`` holds the conversation so far (pass it as ``history=``)."""
+
+    def __init__(self, message: str, messages: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.messages: list[Any] = list(messages or [])
+
+
 class ModelNotFoundError(BackendError, FileNotFoundError):
     """The model is neither a local folder nor available from the hub (offline or not cached)."""
 

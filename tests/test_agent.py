@@ -549,10 +549,10 @@ def test_stream_events_and_callbacks():
     seen = []
     agent, _ = make([call("get_weather", location="Oslo"), "Cold."], [get_weather], on_event=seen.append)
     events = list(agent.stream("Weather in Oslo?"))
-    kinds = [type(e).__name__ for e in events]
-    assert kinds.index("ToolStarted") < kinds.index("ToolFinished") < kinds.index("StepFinished")
-    assert kinds[-1] == "RunFinished" and kinds.count("StepFinished") == 2
-    assert "ContentDelta" in kinds and "Completed" in kinds and "ToolCallFinished" in kinds
+    kinds = [e.type for e in events]
+    assert kinds.index("tool.started") < kinds.index("tool.finished") < kinds.index("step.finished")
+    assert kinds[-1] == "run.finished" and kinds.count("step.finished") == 2
+    assert "content.delta" in kinds and "response.completed" in kinds and "tool_call.finished" in kinds
     assert seen == events
     started = next(e for e in events if isinstance(e, ToolStarted))
     finished = next(e for e in events if isinstance(e, ToolFinished))
@@ -567,11 +567,11 @@ async def test_astream_and_arun_with_async_callbacks():
     seen = []
 
     async def record(event):
-        seen.append(type(event).__name__)
+        seen.append(event.type)
 
     agent, _ = make([call("get_weather", location="Oslo"), "Cold."], [get_weather], on_event=record)
-    events = [type(e).__name__ async for e in agent.astream("Weather in Oslo?")]
-    assert events == seen and events[-1] == "RunFinished"
+    events = [e.type async for e in agent.astream("Weather in Oslo?")]
+    assert events == seen and events[-1] == "run.finished"
     agent, _ = make(["Hi."], [])
     assert (await agent.arun("hello")).output == "Hi."
 
@@ -598,11 +598,11 @@ def test_unanswered_calls_in_history_run_first():
 
 
 @async_test
-async def test_sync_run_works_inside_a_running_event_loop_and_stream_says_to_use_astream():
-    agent, _ = make(["Hi."], [])
+async def test_sync_run_and_stream_work_inside_a_running_event_loop():
+    agent, _ = make(["Hi.", "Hi again."], [])
     assert agent.run("hello").output == "Hi."
-    with pytest.raises(ConfigurationError, match="astream"):
-        next(iter(agent.stream("hello")))
+    events = list(agent.stream("hello"))  # driven on a worker thread with its own loop, as Client.stream
+    assert events[-1].type == "run.finished" and events[-1].result.output == "Hi again."
 
 
 def test_plain_functions_are_wrapped_and_bad_configuration_is_refused():
@@ -748,6 +748,7 @@ def test_the_terminal_approval_prompt_escapes_bidi_and_zero_width_characters(mon
         return "n"
 
     monkeypatch.setattr("builtins.input", fake_input)
+    monkeypatch.setattr("agentcpm.agent.approval._stdin_is_a_terminal", lambda: True)
 
     @tool(requires_approval=True)
     def delete_file(path: str) -> str:
@@ -818,3 +819,23 @@ def test_600_parallel_sync_calls_use_a_bounded_pool_of_threads():
         assert peak[0] <= before + 4
     finally:
         set_thread_limit(None)
+
+
+def test_approval_ask_without_a_terminal_refuses_and_never_reads_stdin(monkeypatch):
+    def fake_input(prompt: str) -> str:
+        raise AssertionError("library code read stdin")
+
+    monkeypatch.setattr("builtins.input", fake_input)  # pytest's stdin is not a TTY
+    ran = []
+
+    @tool(requires_approval=True)
+    def pay(amount: int) -> str:
+        """Pay."""
+        ran.append(amount)
+        return "paid"
+
+    agent, _ = make([call("pay", amount=5), "ok"], [pay], approval="ask")
+    result = agent.run("pay")
+    assert ran == [] and result.output == "ok"
+    refusal = result.messages[2].text
+    assert "no terminal to ask" in refusal and 'approval="allow"' in refusal

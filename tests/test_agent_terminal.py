@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import signal
 import subprocess
 import sys
@@ -97,13 +99,30 @@ def test_ctrl_c_while_the_model_streams_stops_the_run(tmp_path, mode):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("answer", "expected"), [("y\n", "sent 5"), ("n\n", "did not allow"), ("", "did not allow")])
+@pytest.mark.parametrize(
+    ("answer", "expected"), [("y\n", "sent 5"), ("n\n", "did not allow"), ("\x04", "did not allow")]
+)
 def test_approval_ask_prompts_in_the_terminal(tmp_path, answer, expected):
-    process = start(tmp_path, "ask")
-    out, err = process.communicate(answer, timeout=60)
+    master, slave = pty.openpty()  # stdin is a real terminal; "\x04" is Ctrl-D (end of input)
+    try:
+        process = start(tmp_path, "ask", stdin=slave)
+        os.close(slave)
+        os.write(master, answer.encode())
+        out, err = process.communicate(timeout=60)
+    finally:
+        os.close(master)
     assert process.returncode == 0, err
     assert "Allow transfer(" in out and "[y/N]" in out
     assert expected in out.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_approval_ask_without_a_terminal_refuses_without_reading_stdin(tmp_path):
+    process = start(tmp_path, "ask")
+    out, err = process.communicate("y\n", timeout=60)  # a pipe, not a terminal: nobody is asked
+    assert process.returncode == 0, err
+    assert "[y/N]" not in out
+    assert "no terminal to ask" in out.splitlines()[-1]
 
 
 @pytest.mark.slow
