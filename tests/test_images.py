@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from agentcpm import images
-from agentcpm.errors import ImageError, ImageTooLargeError
+from agentcpm.errors import ConfigurationError, ImageError, ImageTooLargeError
 from agentcpm.types import ImagePart
 
 
@@ -106,6 +106,25 @@ def test_decompression_bomb_is_refused_before_decoding():
     with pytest.raises(ImageTooLargeError):
         ImagePart(Image.new("RGB", (20, 20)), max_pixels=100).open()
     assert ImagePart(Image.new("RGB", (10, 10)), max_pixels=100).open().size == (10, 10)
+
+
+def test_one_encoder_decides_png_or_jpeg_by_colours_for_images_and_screenshots():
+    # A flat app screen with anti-aliased text has a couple of hundred colours: PNG is no smaller there and
+    # encodes about 6x slower than JPEG (docs/performance.md), so auto sends JPEG; a few-colour diagram stays PNG.
+    from agentcpm.screen import Screenshot
+
+    screen = Image.new("RGB", (1792, 1008), (236, 236, 236))
+    for i in range(200):  # anti-aliased text edges: 200 shades of grey
+        screen.paste((i, i, i), (10 + (i % 40) * 40, 10 + (i // 40) * 30, 40 + (i % 40) * 40, 30 + (i // 40) * 30))
+    diagram = Image.new("RGB", (1792, 1008), "white")
+    diagram.paste((30, 120, 200), (200, 200, 900, 700))
+    assert images.choose_format(screen) == "jpeg" and images.encode_image(screen)[1] == "image/jpeg"
+    assert images.choose_format(diagram) == "png" and images.encode_image(diagram)[1] == "image/png"
+    for image in (screen, diagram):  # screenshots go through the same encoder, byte for byte
+        shot = Screenshot(image, 0, 0, *image.size)
+        assert shot.encode() == images.encode_image(shot.model_image())
+    with pytest.raises(ConfigurationError):
+        images.encode_image(diagram, "gif")  # type: ignore[arg-type]
 
 
 def test_transparent_and_palette_images_become_rgb_on_white():

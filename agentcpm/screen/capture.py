@@ -13,7 +13,6 @@ The centre of monitor 1 in screen coordinates, and the shot resized for MiniCPM-
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 import threading
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import images as _images
-from ..errors import ConfigurationError, DisplayError, MissingDependencyError
+from ..errors import DisplayError, MissingDependencyError
 from ..types import ImagePart
 from .geometry import Monitor, Rect, monitor_at
 
@@ -33,10 +32,9 @@ if TYPE_CHECKING:
 RectLike = Rect | tuple[int, int, int, int] | Sequence[int]
 Format = Literal["auto", "png", "jpeg"]
 
-#: JPEG quality for screenshots: with 4:4:4 chroma, text edges stay as sharp as the vision encoder can see.
-JPEG_QUALITY = 90
-#: "auto" sends PNG when a screen has at most this many colours (terminals, flat dialogs): lossless and small.
-PNG_MAX_COLORS = 256
+#: Screenshots use the one image encoder (:func:`agentcpm.images.encode_image`) and its settings.
+JPEG_QUALITY = _images.JPEG_QUALITY
+PNG_MAX_COLORS = _images.PNG_MAX_COLORS
 
 _local = threading.local()
 
@@ -194,18 +192,7 @@ class Screenshot:
         key = ("encoded", fmt, max_slice_nums, downsample_mode, quality)
         if key not in self._cache:
             image = self.model_image(max_slice_nums, downsample_mode)
-            if fmt == "auto":
-                fmt = "png" if _few_colors(image) else "jpeg"
-            buffer = io.BytesIO()
-            if fmt == "png":
-                image.save(buffer, format="PNG", compress_level=1)
-                mime = "image/png"
-            elif fmt == "jpeg":
-                image.save(buffer, format="JPEG", quality=quality, subsampling=0)
-                mime = "image/jpeg"
-            else:
-                raise ConfigurationError(f'unknown image format {fmt!r}: use "auto", "png" or "jpeg"')
-            self._cache[key] = (buffer.getvalue(), mime)
+            self._cache[key] = _images.encode_image(image, fmt, quality=quality)
         encoded: tuple[bytes, str] = self._cache[key]
         return encoded
 
@@ -254,13 +241,6 @@ class Screenshot:
             return None
         left, top, right, bottom = (round(v / self.scale) for v in box)
         return Rect(self.left + left, self.top + top, max(1, right - left), max(1, bottom - top))
-
-
-def _few_colors(image: PILImage.Image) -> bool:
-    from PIL import Image
-
-    sample = image.resize((min(image.width, 320), min(image.height, 180)), Image.Resampling.NEAREST)
-    return sample.getcolors(maxcolors=PNG_MAX_COLORS) is not None
 
 
 def capture(
