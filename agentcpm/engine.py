@@ -21,6 +21,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import tracing
 from .backends.base import (
     Backend,
     FinishChunk,
@@ -64,7 +65,7 @@ def prepare(
     return Request(move_tool_images(messages), tools, options, stream=stream, blocking=blocking)
 
 
-async def stream(
+def stream(
     backend: Backend,
     messages: list[Message],
     tools: list[dict[str, Any]],
@@ -77,6 +78,15 @@ async def stream(
     ``blocking``: the caller drives this on a private event loop (:mod:`agentcpm._sync`), so the backend may
     block it (the in-process model then generates on the calling thread).
     """
+    events = _stream(backend, messages, tools, options, blocking)
+    if tracing.tracer is None:  # tracing off: nothing else happens
+        return events
+    return tracing.model_request(events, backend, messages, options)
+
+
+async def _stream(
+    backend: Backend, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions, blocking: bool
+) -> AsyncGenerator[StreamEvent, None]:
     if not hasattr(backend, "generate"):  # TRANSITION: backends not yet on the raw-chunk contract
         legacy: Any = backend
         if blocking:
@@ -106,6 +116,16 @@ async def complete(
     blocking: bool = False,
 ) -> Completion:
     """Ask ``backend`` and return the whole answer."""
+    if tracing.tracer is not None:
+        return await tracing.model_completion(
+            _complete(backend, messages, tools, options, blocking), backend, messages, options
+        )
+    return await _complete(backend, messages, tools, options, blocking)
+
+
+async def _complete(
+    backend: Backend, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions, blocking: bool
+) -> Completion:
     if not hasattr(backend, "generate"):  # TRANSITION: backends not yet on the raw-chunk contract
         legacy: Any = backend
         if blocking:

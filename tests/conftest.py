@@ -78,3 +78,21 @@ def display(xvfb: object, monkeypatch: pytest.MonkeyPatch) -> str:
     name: str = xvfb.name  # type: ignore[attr-defined]
     monkeypatch.setenv("DISPLAY", name)
     return name
+
+
+# ---------------------------------------------------------------------------- conversation logs (issue 16)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _logs_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Conversations logged by in-process CLI code in tests go to a temporary folder, never the user's.
+    (Subprocess tests get a fresh HOME from test_cli.cli_env, which drops AGENTCPM_* variables.)"""
+    import os
+
+    previous = os.environ.get("AGENTCPM_LOG_DIR")
+    os.environ["AGENTCPM_LOG_DIR"] = str(tmp_path_factory.mktemp("agentcpm-logs"))
+    yield
+    if previous is None:
+        os.environ.pop("AGENTCPM_LOG_DIR", None)
+    else:
+        os.environ["AGENTCPM_LOG_DIR"] = previous

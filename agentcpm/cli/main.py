@@ -29,6 +29,7 @@ examples:
   agentcpm ask "Summarise the error on screen" --screen --json
   agentcpm run "Open the settings and turn on dark mode" --tools screen,gui
   agentcpm watch "Has the build finished?" --every 10 --until yes --timeout 600
+  agentcpm logs                                     recent conversations (chat -c continues the last)
   agentcpm doctor
 
 environment: AGENTCPM_BASE_URL, AGENTCPM_MODEL, AGENTCPM_API_KEY (or OPENAI_API_KEY).
@@ -76,6 +77,7 @@ def _region(text: str) -> tuple[int, int, int, int]:
     return left, top, width, height
 
 
+NO_LOG_HELP = "do not log this conversation (AGENTCPM_NO_LOG=1 or `agentcpm logs off`: never)"
 TOOLS_HELP = "tool sets: screen, gui, none (default: screen when a display can be captured, else none)"
 
 
@@ -95,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat = commands.add_parser("chat", parents=[common], help="chat in the terminal (the default)")
     chat.add_argument("--tools", metavar="LIST", help=TOOLS_HELP)
     chat.add_argument("--approve", choices=["ask", "allow", "deny"], default="ask", help="tools that need approval")
+    chat.add_argument(
+        "-c", "--continue", dest="continue_last", action="store_true", help="go on with the last conversation"
+    )
+    chat.add_argument("--resume", metavar="ID", help="continue a logged conversation (`agentcpm logs` lists them)")
+    chat.add_argument("--no-log", action="store_true", help=NO_LOG_HELP)
 
     ask = commands.add_parser("ask", parents=[common], help="one question, one answer (for scripts)")
     ask.add_argument("prompt", metavar="PROMPT", help="the question; - reads it from stdin")
@@ -102,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--screen", action="store_true", help="attach a screenshot")
     ask.add_argument("--monitor", type=int, default=1, metavar="N", help="monitor to capture (0: all; default 1)")
     ask.add_argument("--json", action="store_true", help="print one JSON object: content, reasoning, tool_calls, usage")
+    ask.add_argument("--no-log", action="store_true", help=NO_LOG_HELP)
 
     run = commands.add_parser("run", parents=[common], help="run an agent on a task, with live progress")
     run.add_argument("task", metavar="TASK", help="what to do; - reads it from stdin")
@@ -110,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--approve", choices=["ask", "allow", "deny"], default="ask", help="tools that need approval")
     run.add_argument("--transcript", metavar="FILE", help="append the run to a JSONL transcript")
     run.add_argument("--image", action="append", default=[], metavar="PATH|URL", help="attach an image (repeatable)")
+    run.add_argument("--no-log", action="store_true", help=NO_LOG_HELP)
+    run.add_argument("--trace", metavar="FILE", help="write the run's OpenTelemetry spans to FILE (JSON lines)")
 
     watch = commands.add_parser("watch", parents=[common], help="ask about the screen every few seconds")
     watch.add_argument("question", metavar="QUESTION", help="what to ask about the screen each time it is looked at")
@@ -123,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .serve import add_arguments as add_serve_arguments  # argparse only
 
     add_serve_arguments(commands.add_parser("serve", parents=[common], help="an OpenAI-compatible server"))
+    from .logs import add_parser as add_logs_parser
+
+    add_logs_parser(commands)
     return parser
 
 
@@ -134,6 +147,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.command is None:
         args.command = "chat"
         args.tools, args.approve = None, "ask"
+        args.continue_last, args.resume, args.no_log = False, None, False
     return args
 
 
@@ -343,6 +357,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     import json
 
     from ..types import Completed, ContentDelta, ReasoningDelta
+    from .logs import ask_log
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
@@ -352,9 +367,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     images = load_images(args.image)
     if args.screen:
         images.append(screenshot(args, args.monitor))
-    with make_client(args) as client:
+    with make_client(args) as client, ask_log(args, client, prompt, images) as log:
         if args.json:
-            c = client.chat(prompt, images=images)
+            c = client.chat(log.messages)
+            log.answered(c)
             out = {
                 "content": c.content,
                 "reasoning": c.reasoning,
@@ -366,7 +382,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             return 0
         dim = sys.stderr.isatty()
         wrote = ""
-        for event in client.stream(prompt, images=images):
+        for event in client.stream(log.messages):
             if isinstance(event, ContentDelta):
                 if wrote or event.text.strip():
                     text = event.text if wrote else event.text.lstrip()
@@ -377,6 +393,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"\x1b[2m{event.text}\x1b[0m" if dim else event.text)
                 sys.stderr.flush()
             elif isinstance(event, Completed):
+                log.answered(event.completion)
                 if event.completion.reasoning and not dim:
                     sys.stderr.write("\n")
                 for call in event.completion.tool_calls:
@@ -392,6 +409,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..agent import Agent
+    from ..tracing import trace_file
+    from .logs import answer_text, logged_turn, model_of, start_log
     from .render import TurnView, format_usage, play
 
     task = sys.stdin.read() if args.task == "-" else args.task
@@ -400,11 +419,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     view = TurnView(console, show_reasoning=args.thinking, markdown=console.is_terminal)
     approval: Any = approval_prompt(console, lambda: view) if args.approve == "ask" else args.approve
-    with make_client(args) as client:
+    with make_client(args) as client, trace_file(args.trace):
         agent = Agent(
             client, tools=tools, max_steps=args.max_steps, approval=approval, parallel_tool_calls=not gui(args)
         )
-        result = play(view, agent.stream(task, images=images, transcript=args.transcript))
+        log = start_log(args, client, "run", path=args.transcript)
+        with logged_turn(log, task):
+            transcript = log.path if log is not None else args.transcript
+            result = play(view, agent.stream(task, images=images, transcript=transcript))
+            if log is not None and result is not None:
+                usage = result.usage
+                answer = answer_text(result.messages)
+                log.turn_finished(answer, usage.prompt_tokens, usage.completion_tokens, model=model_of(client))
     if result is not None:
         steps = len(result.steps)
         console.print(format_usage(result.usage, f"{steps} step{'s' * (steps != 1)}"), style="dim")
@@ -441,6 +467,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return Repl(args).run()
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    from .logs import cmd_logs
+
+    return cmd_logs(args)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import doctor
 
@@ -459,6 +491,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "watch": cmd_watch,
     "doctor": cmd_doctor,
+    "logs": cmd_logs,
     "serve": cmd_serve,
 }
 

@@ -2,7 +2,10 @@
 is there) and its events stream through :class:`~agentcpm.cli.render.TurnView`.
 
 Ctrl-C stops the answer being written and keeps the session; Ctrl-D or ``/exit`` leaves. Line editing
-and history come from readline; the history persists in ``$XDG_STATE_HOME/agentcpm/history``.
+and history come from readline; the history persists in ``$XDG_STATE_HOME/agentcpm/history`` (each line
+appended as it is typed, under a lock, so sessions running at once never overwrite each other's lines).
+Each conversation is logged (:mod:`agentcpm.logs`) unless ``--no-log``; ``chat -c`` / ``--resume ID`` go on
+with a logged one.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import contextlib
 import os
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,8 @@ COMMANDS = {
     "/think": ("", "turn the model's reasoning on or off"),
     "/reset": ("", "start a new conversation"),
     "/save": ("FILE", "save the conversation"),
-    "/load": ("FILE", "load a saved conversation"),
+    "/history": ("[N]", "the conversations logged last (their ids)"),
+    "/load": ("ID|FILE", "open a logged conversation, or load a saved one"),
     "/usage": ("", "token usage of the last turn and the session"),
     "/help": ("", "this list"),
     "/exit": ("", "leave (or Ctrl-D)"),
@@ -49,6 +53,22 @@ def state_dir() -> Path:
     """Where the REPL keeps its history: ``$XDG_STATE_HOME/agentcpm`` or ``~/.local/state/agentcpm``."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "agentcpm"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` + ``.lock`` between processes (where fcntl exists)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def split_image_paths(line: str) -> tuple[list[str], str]:
@@ -112,6 +132,7 @@ class Repl:
         self.total_usage = Usage()
         self.view: TurnView | None = None
         self.agent: Any = None
+        self.log: Any = None  # the logged conversation (agentcpm.logs.Conversation), made at the first question
 
     # setup -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -135,15 +156,22 @@ class Repl:
         banner = f" · {f'{model} ({where})' if model else where} · tools: {tools}"
         self.console.print(Text.assemble(("agentcpm", "bold"), banner))
         self.console.print("[dim]/help lists the commands · Ctrl-C stops an answer · Ctrl-D leaves[/]")
+        from .logs import open_for_chat
+
+        conversation = open_for_chat(self.args)
+        if conversation is not None:
+            self._open_logged(conversation)
 
     def run(self) -> int:
         """Read, answer, repeat until /exit or Ctrl-D."""
-        history = self._setup_readline()
+        remember = self._setup_readline()
         try:
             self.start()
             while True:
                 try:
                     line = self.read(self._prompt()).strip()
+                    if remember is not None:
+                        remember()
                     if line and self.handle(line) is False:
                         return 0
                 except EOFError:
@@ -152,8 +180,6 @@ class Repl:
                 except KeyboardInterrupt:  # at the prompt, or between two answers: the session goes on
                     self.console.print("\n[dim](Ctrl-D or /exit leaves)[/]")
         finally:
-            if history is not None:
-                history()
             if self.client is not None:
                 self.client.close()
 
@@ -174,11 +200,12 @@ class Repl:
         path = state_dir() / "history"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists():
+            path.touch()
+            with _locked(path):
                 readline.read_history_file(path)
         except OSError:
             pass
-        readline.set_history_length(2000)
+        readline.set_history_length(2000)  # append_history_file keeps the file to this many lines
         names = sorted(COMMANDS)
 
         def complete(text: str, state: int) -> str | None:
@@ -189,11 +216,19 @@ class Repl:
         readline.set_completer_delims(" \t\n")
         readline.parse_and_bind("tab: complete")
 
-        def save() -> None:
-            with contextlib.suppress(OSError):
-                readline.write_history_file(path)
+        written = readline.get_current_history_length()
 
-        return save
+        def remember() -> None:
+            """Append the lines typed since the last call (never rewrite the file: another session may
+            have added lines since this one read it)."""
+            nonlocal written
+            now = readline.get_current_history_length()
+            if now > written:
+                with contextlib.suppress(OSError), _locked(path):
+                    readline.append_history_file(now - written, path)
+            written = now
+
+        return remember
 
     # one line ----------------------------------------------------------------------------------------
     def handle(self, line: str) -> bool:
@@ -218,17 +253,22 @@ class Repl:
     def ask(self, text: str) -> None:
         """Run one agent turn on ``text`` with the pending images, showing it as it happens."""
         from ..errors import AgentCancelled
+        from .logs import answer_text, model_of
 
         images, self.pending = self.pending, []
         self.view = view = TurnView(self.console, show_reasoning=True)
+        log = self._log_for_turn(text)
+        transcript = log.path if log is not None else None
         try:
-            result = play(view, self.agent.stream(text, images=images, history=self.messages))
+            result = play(view, self.agent.stream(text, images=images, history=self.messages, transcript=transcript))
         except (KeyboardInterrupt, AgentCancelled):
             # The turn is dropped whole: a half answer or half-run tool calls would confuse the next one.
             self.console.print("[yellow]interrupted[/] [dim](this question is left out of the conversation)[/]")
+            self._drop_logged_turn("interrupted")
             return
         except Exception as exc:
             self._error(exc)
+            self._drop_logged_turn("error")
             return
         finally:
             self.view = None
@@ -236,6 +276,49 @@ class Repl:
             self.messages = list(result.messages)
             self.turn_usage = view.usage
             self.total_usage = self.total_usage + view.usage
+            if log is not None:
+                usage = result.usage
+                answer = answer_text(self.messages)
+                log.turn_finished(answer, usage.prompt_tokens, usage.completion_tokens, model=model_of(self.client))
+
+    # the conversation log ----------------------------------------------------------------------------
+    def _log_for_turn(self, question: str) -> Any:
+        """The logged conversation this turn goes to (made at the first question), its question recorded;
+        None when logging is off. A log that fails never stops the chat."""
+        try:
+            if self.log is None:
+                from .logs import start_log
+
+                self.log = start_log(self.args, self.client, "chat")
+                if self.log is not None and self.messages:  # loaded from a file, or a /reset in between
+                    self.log.rewrite(self.messages)
+            if self.log is not None:
+                self.log.turn_started(question)
+        except Exception as exc:  # a full disk, a locked database: say so once, go on without logging
+            self.say(f"not logging this conversation: {friendly_error(exc)}", style="yellow")
+            self.log, self.args.no_log = None, True
+        return self.log
+
+    def _drop_logged_turn(self, outcome: str) -> None:
+        """The turn is left out of the conversation: in the log too (the file again holds what is kept)."""
+        if self.log is not None:
+            with contextlib.suppress(Exception):
+                self.log.turn_finished(None, outcome=outcome)
+                self.log.rewrite(self.messages)
+
+    def _open_logged(self, conversation: Any) -> None:
+        """Go on with a logged conversation: its messages become this session's, its file gets the next turns."""
+        self.messages = conversation.resume()
+        self.log = conversation if not getattr(self.args, "no_log", False) else None
+        info = conversation.info
+        turns = sum(1 for m in self.messages if m.role == "user")
+        self.say(f"continuing conversation {info.id} ({turns} question{'s' * (turns != 1)}, {info.model or '?'})")
+        self._show_last_exchange()
+
+    def _show_last_exchange(self) -> None:
+        for message in self.messages[-2:]:
+            if message.role in ("user", "assistant") and message.text:
+                self.console.print(Text.assemble((f"{message.role}: ", "bold"), preview(message.text)))
 
     def say(self, text: str, style: str = "dim") -> None:
         """One line of plain text (no markup: paths and model text are shown as they are)."""
@@ -300,7 +383,7 @@ class Repl:
         self.say(f"reasoning {'on' if thinking else 'off'}")
 
     def cmd_reset(self, _: str) -> None:
-        self.messages, self.pending = [], []
+        self.messages, self.pending, self.log = [], [], None
         self.turn_usage, self.total_usage = Usage(), Usage()
         self.say("new conversation")
 
@@ -318,15 +401,30 @@ class Repl:
         save_messages(path, self.messages)
         self.say(f"saved {len(self.messages)} messages to {path}")
 
+    def cmd_history(self, argument: str) -> None:
+        from .logs import listing, store
+
+        infos = store().recent(int(argument) if argument.strip() else 20)
+        if not infos:
+            self.say("no conversations logged yet")
+            return
+        for line in reversed(listing(infos, self.console.width)):
+            marker = " (this one)" if self.log is not None and line.startswith(self.log.id) else ""
+            self.say(line + marker, style="")
+        self.say("/load ID opens one")
+
     def cmd_load(self, argument: str) -> None:
         from ..transcript import load_messages
 
         if not argument:
-            self.say("usage: /load FILE", style="red")
+            self.say("usage: /load ID|FILE", style="red")
             return
         path = Path(image_source(argument))
-        self.messages = list(load_messages(path))
+        if not path.exists() and re.fullmatch(r"[0-9a-f]{4,}", argument):  # a logged conversation's id
+            from .logs import store
+
+            self._open_logged(store().open(argument))
+            return
+        self.messages, self.log = list(load_messages(path)), None  # the next question starts a new log
         self.say(f"loaded {len(self.messages)} messages from {path}")
-        for message in self.messages[-2:]:
-            if message.role in ("user", "assistant") and message.text:
-                self.console.print(Text.assemble((f"{message.role}: ", "bold"), preview(message.text)))
+        self._show_last_exchange()
