@@ -449,3 +449,34 @@ def test_warns_on_a_public_bind_without_key(upstream: OpenAIServer) -> None:
 def test_import_agentcpm_does_not_import_the_server_stack() -> None:
     code = "import agentcpm, agentcpm.serve, sys; print(sorted({'starlette', 'uvicorn'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+class _BrokenBackend:
+    """A backend with a bug: the 500 path (a real server cannot be made to fail this way on purpose)."""
+
+    async def generate(self, request: Any) -> Any:
+        raise RuntimeError("internal detail /home/secret")
+        yield  # an async generator
+
+    def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_500_is_openai_json_without_traceback(stream: bool) -> None:
+    from agentcpm import Client
+    from agentcpm.serve import ServeConfig, create_app
+
+    app = create_app(Client(backend=_BrokenBackend()), ServeConfig(model_names=["m"]))  # type: ignore[arg-type]
+
+    async def main() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serve") as client:
+            body = {"messages": [{"role": "user", "content": "hi"}], "stream": stream}
+            return await client.post("/v1/chat/completions", json=body)
+
+    response = asyncio.run(main())
+    error = error_of(response, 500)
+    assert error["type"] == "server_error" and "secret" not in response.text
