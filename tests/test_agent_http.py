@@ -117,3 +117,30 @@ def test_a_5000_digit_integer_argument_goes_through_a_real_server_exactly(openai
     assert len(seen) == 2 and seen[0] == huge and seen[1] == huge
     sent = openai_server.requests[1]["messages"][1]["tool_calls"][0]["function"]["arguments"]
     assert sent == '{"n": ' + int_text(huge) + "}"  # the history sent back holds the exact number
+
+
+def test_an_answer_cut_off_by_the_server_is_not_taken_as_the_final_answer(openai_server):
+    import pytest
+
+    from agentcpm.errors import IncompleteAnswerError, ResponseError
+
+    asked.clear()
+    openai_server.push(CALL, ServerReply("It is sunny in Paris, and tomorrow", chunk_size=4, cut_after=3))
+    agent = Agent(client_for(openai_server), tools=[get_weather])
+    with pytest.raises(IncompleteAnswerError, match="broke off") as caught:
+        agent.run("Weather in Paris?")
+    assert isinstance(caught.value, ResponseError)
+    assert asked == ["Paris"]  # the first step ran; the broken answer is the last message, not an output
+    messages = caught.value.messages
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[-1].text and "It is sunny in Paris, and tomorrow".startswith(messages[-1].text)
+
+
+def test_a_call_cut_off_by_the_server_is_refused_with_a_generic_reason(openai_server):
+    asked.clear()
+    openai_server.push(ServerReply(CALL, chunk_size=8, cut_after=4), "I could not check.")
+    result = Agent(client_for(openai_server), tools=[get_weather]).run("Weather in Paris?")
+    assert asked == [] and result.output == "I could not check."
+    refusal = result.messages[2].text
+    assert "was cut off before it was complete (the answer ended before the call did)" in refusal
+    assert "token limit" not in refusal

@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("mcp")
 
-from agentcpm import Agent, Client, ImagePart, ScriptedBackend, ToolFinished
+from agentcpm import Agent, Client, ImagePart, ScriptedBackend, ToolFinished, tool
 from agentcpm.mcp import (
     MCPApprovalDenied,
     MCPConfigError,
@@ -461,3 +461,57 @@ def test_the_example_runs_against_the_example_server():
     assert out.returncode == 0, out.stderr
     assert "-> add_note" in out.stdout and "-> list_notes" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------------------- servers given to the agent
+
+
+def test_an_agent_takes_a_server_among_its_tools_and_lists_it_at_each_run():
+    @tool
+    def echo(text: str) -> str:
+        """Echo in Python."""
+        return f"python {text}"
+
+    with stdio_server(name="demo") as server:
+        script = [
+            render_tool_calls([{"name": "demo__echo", "arguments": {"text": "hi"}}]),  # the clash is resolved
+            render_tool_calls([{"name": "echo", "arguments": {"text": "hi"}}]),
+            render_tool_calls([{"name": "grow", "arguments": {}}]),
+            "Grown.",
+            render_tool_calls([{"name": "extra", "arguments": {}}]),  # listed again by the next run
+            "Done.",
+        ]
+        backend = ScriptedBackend(script)
+        agent = Agent(Client(backend=backend), tools=[echo, server])
+        assert "servers=['demo']" in repr(agent)
+        result = agent.run("Echo hi both ways, then grow.")
+        texts = [m.text for m in result.messages if m.role == "tool"]
+        assert texts == ["hi", "python hi", "added extra"]
+        names = [t["function"]["name"] for t in backend.requests[0].tools]
+        assert names[0] == "echo" and "demo__echo" in names and "extra" not in names
+        deadline = time.monotonic() + 10
+        while "extra" not in {t.name for t in server.tools()} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        result = agent.run("Call extra.")
+        assert [m.text for m in result.messages if m.role == "tool"] == ["extra!"]
+
+
+def test_a_servers_approval_callable_is_asked_by_the_agent_once_with_the_standard_refusal():
+    asked: list = []
+
+    def approve(call) -> bool:
+        asked.append(call.arguments["text"])
+        return call.arguments["text"] == "ok"
+
+    with stdio_server(approval=approve) as server:
+        script = [
+            render_tool_calls([{"name": "echo", "arguments": {"text": "ok"}}]),
+            render_tool_calls([{"name": "echo", "arguments": {"text": "rm -rf"}}]),
+            "Done.",
+        ]
+        agent = Agent(Client(backend=ScriptedBackend(script)), tools=[server], approval="deny")
+        finished = [e for e in agent.stream("Echo.") if isinstance(e, ToolFinished)]
+    assert asked == ["ok", "rm -rf"]  # once per call: the tool does not ask again when the agent approved
+    assert finished[0].result.text == "ok"  # the server's own approval comes before the agent's "deny"
+    assert finished[1].result.text == "The user did not allow echo to run, so it was not run."
+    assert finished[1].error == finished[1].result.text

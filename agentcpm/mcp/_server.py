@@ -539,7 +539,9 @@ class MCPServer:
         approve = self.approval if callable(self.approval) else None
 
         async def call_mcp_tool(**arguments: Any) -> Any:
-            if approve is not None:
+            from ..agent.approval import granted  # set while an agent runs a call it has approved
+
+            if approve is not None and not granted.get():
                 await _check_approval(approve, server, tool.name, arguments)
             return await server.acall(mcp_name, arguments)
 
@@ -550,6 +552,7 @@ class MCPServer:
             parameters=schema,
             requires_approval=self.approval == "ask",
         )
+        tool.approval = self.approval  # type: ignore[attr-defined]  # asked by the agent before its own
         tool.mcp_server = self.name  # type: ignore[attr-defined]
         tool.mcp_name = mcp_name  # type: ignore[attr-defined]
         return tool
