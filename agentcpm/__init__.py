@@ -27,6 +27,7 @@ _EXPORTS = {
     "ScriptedBackend": "backends",
     "Client": "client",
     "AgentCPMError": "errors",
+    "instrument": "tracing",
     "Tool": "tools",
     "tool": "tools",
     "Completed": "types",
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from .client import Client
     from .errors import AgentCPMError
     from .tools import Tool, tool
+    from .tracing import instrument
     from .types import (
         Completed,
         Completion,
@@ -115,5 +117,6 @@ __all__ = [
     "Usage",
     "VideoPart",
     "__version__",
+    "instrument",
     "tool",
 ]

@@ -171,28 +171,36 @@ def _messages_json(messages: Sequence[Any]) -> str:
 def model_request(
     events: AsyncGenerator[Any, None], backend: Any, messages: Sequence[Any], options: Any
 ) -> AsyncGenerator[Any, None]:
-    """A model request's events inside a ``chat {model}`` span."""
-    model = str(getattr(backend, "model", None) or type(backend).__name__)
-    attributes: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model, **_server(backend)}
+    """A model request's events inside a ``chat {model}`` span (``chat`` while a server's default model is
+    not known yet; renamed when the answer comes)."""
+    model = getattr(backend, "model", None)
+    attributes: dict[str, Any] = {"gen_ai.operation.name": "chat", **_server(backend)}
+    if model:
+        attributes["gen_ai.request.model"] = str(model)
     for name in ("max_tokens", "temperature", "top_p", "seed"):
         value = getattr(options, name, None)
         if value is not None:
             attributes[f"gen_ai.request.{name}"] = value
     if capture_content:
         attributes["gen_ai.input.messages"] = _messages_json(messages)
-    return traced(f"chat {model}", attributes, events, _on_model_event)
 
+    def observe(span: Any, event: Any) -> None:
+        if not isinstance(event, Completed):
+            return
+        completion = event.completion
+        usage = completion.usage
+        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        span.set_attribute("gen_ai.response.finish_reasons", [completion.finish_reason or "unknown"])
+        answered_by = getattr(backend, "model", None)
+        if answered_by:
+            span.set_attribute("gen_ai.response.model", str(answered_by))
+            if not model:
+                span.update_name(f"chat {answered_by}")
+        if capture_content:
+            span.set_attribute("gen_ai.output.messages", _messages_json([completion.to_message()]))
 
-def _on_model_event(span: Any, event: Any) -> None:
-    if not isinstance(event, Completed):
-        return
-    completion = event.completion
-    usage = completion.usage
-    span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-    span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
-    span.set_attribute("gen_ai.response.finish_reasons", [completion.finish_reason or "unknown"])
-    if capture_content:
-        span.set_attribute("gen_ai.output.messages", _messages_json([completion.to_message()]))
+    return traced(f"chat {model}" if model else "chat", attributes, events, observe)
 
 
 async def model_completion(
@@ -257,7 +265,9 @@ async def tool_call(call: Any, execute: Callable[[], Awaitable[T]]) -> T:
         found = getattr(result, "result", result)  # a decision holding the result, or the result
         if getattr(found, "is_error", False):
             text = getattr(found, "text", "") or "the tool failed"
-            span.set_attribute("error.type", "tool_error")
+            error = str(getattr(result, "error", None) or "")  # "ValueError: ..." when the tool raised
+            kind = error.split(":", 1)[0]
+            span.set_attribute("error.type", kind if ":" in error and kind.isidentifier() else "tool_error")
             span.set_status(Status(StatusCode.ERROR, text[:500]))
         if capture_content and found is not None and hasattr(found, "text"):
             span.set_attribute("gen_ai.tool.call.result", found.text)

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
 
+from .. import tracing
 from ..tools import to_content
 from ..types import ImagePart, ToolResult
 from .approval import granted
@@ -18,6 +19,12 @@ CANCELLED = "Cancelled by the user before it finished."
 
 async def execute(decision: Decision, default_timeout: float | None) -> Decision:
     """Run one approved call; its failure or timeout becomes the error result the model reads."""
+    if tracing.tracer is not None:  # inside an ``execute_tool`` span (agentcpm.tracing)
+        return await tracing.tool_call(decision.call, lambda: _execute(decision, default_timeout))
+    return await _execute(decision, default_timeout)
+
+
+async def _execute(decision: Decision, default_timeout: float | None) -> Decision:
     tool, call = decision.tool, decision.call
     assert tool is not None
     timeout = tool.timeout if tool.timeout is not None else default_timeout

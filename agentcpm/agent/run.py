@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import tracing
 from ..client import attach_images
 from ..errors import AgentCancelled, ApprovalError, BackendError, ConfigurationError, OutputValidationError
 from ..tools import Tool
@@ -60,7 +61,12 @@ class Run:
         self.schemas = [t.to_openai() for t in tools]
 
     # the loop ---------------------------------------------------------------------------------------
-    async def loop(self) -> AsyncGenerator[AgentEvent, None]:
+    def loop(self) -> AsyncGenerator[AgentEvent, None]:
+        """The run's events (inside an ``invoke_agent`` span when tracing is on: :mod:`agentcpm.tracing`)."""
+        events = self._loop()
+        return events if tracing.tracer is None else tracing.agent_run(events, self.agent)
+
+    async def _loop(self) -> AsyncGenerator[AgentEvent, None]:
         started = time.perf_counter()
         try:
             if self.agent.servers:  # MCP servers: list their tools now (a list_changed is picked up per run)
