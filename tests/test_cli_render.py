@@ -56,18 +56,11 @@ def test_a_cut_off_call_says_it_will_not_run() -> None:
 
 
 def test_tool_results_and_errors_show_with_durations() -> None:
-    from dataclasses import dataclass
-
-    @dataclass
-    class ToolFinished:  # the agent's event, by shape
-        call: ToolCall
-        result: ToolResult | None
-        error: str | None
-        duration: float
+    from agentcpm.agent import ToolRunFinished
 
     call = ToolCall(name="lookup", arguments={"word": "x"})
-    ok = ToolFinished(call, ToolResult(call_id=call.id, name="lookup", content="a letter"), None, 0.25)
-    failed = ToolFinished(call, None, "ValueError: no such word", 0.01)
+    ok = ToolRunFinished(1, call, ToolResult(call_id=call.id, name="lookup", content="a letter"), None, 0.25)
+    failed = ToolRunFinished(1, call, None, "ValueError: no such word", 0.01)  # type: ignore[arg-type]
     shown = render([ok, failed])
     assert "← lookup (0.25 s): a letter" in shown
     assert "✗ lookup failed (0.01 s): ValueError: no such word" in shown

@@ -30,16 +30,7 @@ from rich.segment import Segment
 from rich.spinner import Spinner
 from rich.text import Text
 
-from ..types import (
-    Completed,
-    ContentDelta,
-    ReasoningDelta,
-    ToolCall,
-    ToolCallArgumentsDelta,
-    ToolCallFinished,
-    ToolCallStarted,
-    Usage,
-)
+from ..types import ToolCall, Usage
 
 PREVIEW_CHARS = 300
 
@@ -216,54 +207,49 @@ class TurnView:
 
     # events ------------------------------------------------------------------------------------------
     def show(self, event: Any) -> None:
-        """Display one event from ``Client.stream`` or ``Agent.stream``; unknown events are ignored."""
-        if isinstance(event, ContentDelta):
+        """Display one event from ``Client.stream`` or ``Agent.stream`` (by its ``type``); others are ignored."""
+        kind = getattr(event, "type", None)
+        if kind == "content.delta":
             if self._kind == "content" or event.text.strip():
                 self._write("content", event.text)
-        elif isinstance(event, ReasoningDelta):
+        elif kind == "reasoning.delta":
             if self.show_reasoning:
                 self._write("reasoning", event.text)
-        elif isinstance(event, ToolCallStarted):
+        elif kind == "tool_call.started":
             self._flush()
             self._calls[event.index] = (event.name, {})
             self._status = f"calling {event.name}…"
-        elif isinstance(event, ToolCallArgumentsDelta) and event.index in self._calls:
+        elif kind == "tool_call.arguments" and event.index in self._calls:
             # The arguments as they are written, so a long one (text to type) is seen before it runs.
             name, arguments = self._calls[event.index]
             key = event.parameter or ""
             arguments[key] = arguments.get(key, "") + event.text
             written = ", ".join(f"{k}={v!r}" if k else v for k, v in arguments.items())
             self._status = f"calling {name}({' '.join(written.split())[:100]}…"
-        elif isinstance(event, ToolCallFinished):
+        elif kind == "tool_call.finished":
             self._show_call(event.call)
-        elif isinstance(event, Completed):
+        elif kind == "response.completed":
             self._flush()
             self.usage = self.usage + event.completion.usage
             self._status = ""
-        else:
-            self._show_agent_event(event)
+        elif kind == "tool.started":
+            self._status = f"running {event.call.name}…"
+        elif kind == "tool.finished":
+            self._show_tool_result(event)
+            self._status = "thinking…"
+        elif kind == "step.finished":
+            if isinstance(event.usage, Usage):
+                self.usage = self.usage + event.usage
+            self._status = "thinking…"
+        elif kind == "run.finished":
+            self._flush()
+            self._status = ""
 
     def _show_call(self, call: ToolCall) -> None:
         self.tool_calls += 1
         suffix = "" if call.complete else "  (cut off, not run)"
         self.note(f"→ {format_call(call)}{suffix}", style="bold cyan")
         self._status = f"running {call.name}…" if call.complete else "thinking…"
-
-    def _show_agent_event(self, event: Any) -> None:
-        kind = type(event).__name__
-        if kind == "ToolStarted":
-            self._status = f"running {event.call.name}…"
-        elif kind == "ToolFinished":
-            self._show_tool_result(event)
-            self._status = "thinking…"
-        elif kind == "StepFinished":
-            usage = getattr(event, "usage", None)
-            if isinstance(usage, Usage):
-                self.usage = self.usage + usage
-            self._status = "thinking…"
-        elif kind == "RunFinished":
-            self._flush()
-            self._status = ""
 
     def _show_tool_result(self, event: Any) -> None:
         call: ToolCall = event.call
@@ -287,7 +273,7 @@ def play(view: TurnView, events: Iterable[Any]) -> Any:
         with view:
             for event in events:
                 view.show(event)
-                if type(event).__name__ == "RunFinished":
+                if getattr(event, "type", None) == "run.finished":
                     result = event.result
     finally:
         close = getattr(events, "close", None)
