@@ -8,6 +8,7 @@
    most 1 ms added), in wall time and in CPU time of this process (the server runs in another process, so
    that is the client side alone, and steadier on a busy machine). What the difference buys: messages and
    options normalised, the dialect's fields, the answer through the tool-call parser, a typed ``Completion``.
+   Then the same for ``await client.achat("hi")`` against a bare ``openai.AsyncOpenAI`` on one event loop.
 2. Concurrency: ``--concurrent`` ``achat`` calls at once on one Client (the server waits 50 ms per answer so
    they overlap). Printed: errors, wall time, this process's open sockets before, after, after a second
    round (a leak would grow it) and after ``aclose`` (back to the start).
@@ -61,42 +62,77 @@ def open_sockets() -> int:
     return count
 
 
+MODEL = "openbmb/MiniCPM-V-4.6"
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def report(kind: str, wall: dict[str, list[float]], cpu: dict[str, list[float]], calls: int) -> None:
+    for label, times in (("wall", wall), ("CPU in this process", cpu)):
+        bare_median, client_median = statistics.median(times["bare"]), statistics.median(times["client"])
+        print(
+            f"{kind} per call, {label}, median of {calls} (ms): bare openai {bare_median * 1e3:.3f}, "
+            f"client {client_median * 1e3:.3f}, added {(client_median - bare_median) * 1e3:+.3f}"
+        )
+
+
+def sync_overhead(url: str, calls: int) -> None:
+    bare = openai.OpenAI(base_url=url, api_key="sk-bench", max_retries=0)
+    client = Client(base_url=url, model=MODEL, dialect="vllm")
+
+    def bare_call() -> str | None:
+        return bare.chat.completions.create(model=MODEL, messages=MESSAGES).choices[0].message.content  # type: ignore[arg-type]
+
+    def client_call() -> str:
+        return client.chat("hi").content
+
+    assert bare_call() == client_call() == "Hello!"
+    for _ in range(50):  # warm-up: connections, caches
+        bare_call(), client_call()
+    wall: dict[str, list[float]] = {"bare": [], "client": []}
+    cpu: dict[str, list[float]] = {"bare": [], "client": []}
+    for _ in range(calls):  # interleaved, so drift in the machine's load hits both alike
+        for name, call in (("bare", bare_call), ("client", client_call)):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            call()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    report("sync (chat)", wall, cpu, calls)
+    client.close()
+    bare.close()
+
+
+async def async_overhead(url: str, calls: int) -> None:
+    bare = openai.AsyncOpenAI(base_url=url, api_key="sk-bench", max_retries=0)
+    client = Client(base_url=url, model=MODEL, dialect="vllm")
+
+    async def bare_call() -> str | None:
+        answer = await bare.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+        return answer.choices[0].message.content
+
+    async def client_call() -> str:
+        return (await client.achat("hi")).content
+
+    assert await bare_call() == await client_call() == "Hello!"
+    for _ in range(50):
+        await bare_call(), await client_call()
+    wall: dict[str, list[float]] = {"bare": [], "client": []}
+    cpu: dict[str, list[float]] = {"bare": [], "client": []}
+    for _ in range(calls):
+        for name, call in (("bare", bare_call), ("client", client_call)):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            await call()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    report("async (achat)", wall, cpu, calls)
+    await client.aclose()
+    await bare.close()
+
+
 def per_call_overhead(calls: int) -> None:
     process, url = start_server(0.0)
     try:
-        bare = openai.OpenAI(base_url=url, api_key="sk-bench", max_retries=0)
-        client = Client(base_url=url, model="openbmb/MiniCPM-V-4.6", dialect="vllm")
-        messages = [{"role": "user", "content": "hi"}]
-
-        def bare_call() -> str | None:
-            return (
-                bare.chat.completions.create(model="openbmb/MiniCPM-V-4.6", messages=messages)
-                .choices[0]
-                .message.content
-            )  # type: ignore[arg-type]
-
-        def client_call() -> str:
-            return client.chat("hi").content
-
-        assert bare_call() == client_call() == "Hello!"
-        for _ in range(50):  # warm-up: connections, caches
-            bare_call(), client_call()
-        wall: dict[str, list[float]] = {"bare": [], "client": []}
-        cpu: dict[str, list[float]] = {"bare": [], "client": []}
-        for _ in range(calls):  # interleaved, so drift in the machine's load hits both alike
-            for name, call in (("bare", bare_call), ("client", client_call)):
-                start, start_cpu = time.perf_counter(), time.process_time()
-                call()
-                wall[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
-        for label, times in (("wall", wall), ("CPU in this process", cpu)):
-            bare_median, client_median = statistics.median(times["bare"]), statistics.median(times["client"])
-            print(
-                f"per call, {label}, median of {calls} (ms): bare openai {bare_median * 1e3:.3f}, "
-                f"client.chat {client_median * 1e3:.3f}, added {(client_median - bare_median) * 1e3:+.3f}"
-            )
-        client.close()
-        bare.close()
+        sync_overhead(url, calls)
+        asyncio.run(async_overhead(url, calls))
     finally:
         stop_server(process)
 

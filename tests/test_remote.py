@@ -634,6 +634,41 @@ def test_async_clients_are_closed_with_their_event_loops(openai_server: OpenAISe
     client.close()
 
 
+def test_sync_calls_reuse_one_warm_connection(openai_server: OpenAIServer) -> None:
+    # Sync calls run on this thread's private event loop: its client (and connection) outlives each call.
+    openai_server.default = "ok"
+    with client_for(openai_server) as client:
+        assert [client.chat("hi").content for _ in range(5)] == ["ok"] * 5
+        assert last(list(client.stream("hi"))).content == "ok"
+        assert openai_server.connections_total == 1
+
+
+def test_clients_of_ended_threads_are_dropped(openai_server: OpenAIServer) -> None:
+    openai_server.default = "ok"
+    client = client_for(openai_server)
+    answered = threading.Barrier(5)
+    release = threading.Event()
+
+    def ask() -> None:
+        client.chat("hi")
+        answered.wait()
+        release.wait()
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    answered.wait()
+    clients = client.backend._clients._clients  # type: ignore[attr-defined]
+    assert len(clients) == 4  # one per thread's loop while the threads live
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert client.chat("hi").content == "ok"
+    assert len(clients) == 1  # the ended threads' clients went with the next new loop's client
+    client.close()
+    assert not clients
+
+
 # ---------------------------------------------------------------------------- credentials
 def test_credentials_in_base_url_are_never_shown(openai_server: OpenAIServer, caplog: pytest.LogCaptureFixture) -> None:
     from agentcpm.errors import BadRequestError

@@ -333,15 +333,11 @@ def test_retry_after_is_honoured() -> None:
     assert retry_after(httpx.Headers({"retry-after-ms": "250"})) == 0.25
     assert (retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2065 07:28:00 GMT"})) or 0) > 50
     assert retry_after(httpx.Headers({})) is None
-    import openai
+    from agentcpm.backends.remote.errors import StatusError
 
-    request = httpx.Request("POST", CHAT)
-    response = httpx.Response(429, headers={"retry-after": "2"}, request=request)
+    response = httpx.Response(429, headers={"retry-after": "2"}, request=httpx.Request("POST", CHAT))
     state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-    try:
-        raise openai.RateLimitError("slow down", response=response, body=None)  # type: ignore[arg-type]
-    except openai.RateLimitError as exc:
-        state.set_exception((type(exc), exc, exc.__traceback__))
+    state.set_exception((StatusError, StatusError(response), None))
     assert wait_time(state, backoff=0.5) == 2.0
     state.set_exception((RuntimeError, RuntimeError(), None))
     assert all(0.25 <= wait_time(state, backoff=0.5) <= 0.5 for _ in range(20))  # exponential, with jitter
@@ -466,3 +462,20 @@ def test_streamed_calls_without_indexes() -> None:
     respx.post(CHAT).respond(content=sse(*pieces), headers={"content-type": "text/event-stream"})
     completion = final(list(client().stream("w", tools=[WEATHER])))
     assert [(c.id, c.arguments) for c in completion.tool_calls] == [("a", {"city": "Lima"}), ("b", {"city": "Kyiv"})]
+
+
+@respx.mock
+def test_cached_prompt_tokens_and_llamacpp_speed_in_a_stream() -> None:
+    usage = {"prompt_tokens": 30, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 24}}
+    pieces = [
+        chunk({"content": "Hi"}),
+        chunk({}, "stop"),
+        {"id": "x", "choices": [], "usage": usage},
+        {"id": "x", "choices": [], "timings": {"predicted_per_second": 99.0}},
+    ]
+    respx.post(CHAT).respond(content=sse(*pieces), headers={"content-type": "text/event-stream"})
+    completion = final(list(client("llamacpp").stream("hi")))
+    assert (completion.usage.prompt_tokens, completion.usage.cached_tokens) == (30, 24)
+    assert completion.usage.tokens_per_second == 99.0  # the server's figure, not the client's estimate
+    respx.post(CHAT).respond(json=reply({"content": "Hi"}, usage=usage))
+    assert client("vllm").chat("hi").usage.cached_tokens == 24

@@ -109,7 +109,7 @@ def test_streamed_tool_call(served: tuple[str, str]) -> None:
     with Client(base_url=base_url, model=model, dialect="transformers", max_tokens=MAX_TOKENS) as client:
         events = list(client.stream(WEATHER_QUESTION, tools=[WEATHER_TOOL]))
     kinds = [type(e).__name__ for e in events]
-    assert kinds.index("ToolCallStarted") < kinds.index("ToolCallFinished") < kinds.index("Completed")
+    assert kinds.index("ToolCallStarted") < kinds.index("ToolCallFinished") < kinds.index(Completed.__name__)
     started = next(e for e in events if isinstance(e, ToolCallStarted))
     finished = next(e for e in events if isinstance(e, ToolCallFinished))
     assert started.name == "get_weather" and finished.call.id == started.id

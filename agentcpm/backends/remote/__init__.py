@@ -15,7 +15,6 @@ from .dialects import DIALECTS, Dialect, detect_dialect, get_dialect
 from .prompt import STOP_TOKEN_IDS, prompt_mode_messages, tools_system_prompt
 from .retry import retry_after, wait_time
 
-
 __all__ = [
     "DIALECTS",
     "OPTIONAL_FIELDS",

@@ -12,10 +12,9 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import httpx
-import openai
 
 from ..._redact import redact, redact_url
 from ...errors import BadRequestError, ConfigurationError, ResponseError
@@ -24,13 +23,13 @@ from . import http
 from .body import OPTIONAL_FIELDS, Bodies, ToolMode
 from .chunks import AnswerReader
 from .dialects import DIALECTS, Dialect, detect_dialect, get_dialect
-from .errors import describe, map_error, timed_out
+from .errors import StatusError, describe, map_error, timed_out
 from .images import any_needs_encoding
 from .retry import with_retries
 
 log = logging.getLogger("agentcpm.remote")
 T = TypeVar("T")
-DUMMY_API_KEY = "sk-no-key-needed"  # local servers ignore the key, the openai package wants one
+DUMMY_API_KEY = "sk-no-key-needed"  # local servers ignore the key; some want one
 _Stream = tuple[httpx.Response, AsyncIterator[str], str]
 
 
@@ -78,19 +77,11 @@ class RemoteBackend:
         self._api_key = api_key or DUMMY_API_KEY
         self._bodies = Bodies(self._url)
         self._server_reasoning = False  # the server separates reasoning itself: its text has no <think>
-        self._clients = http.LoopClients(self._new_client)
+        self._clients = http.LoopClients(partial(http.new_client, self.base_url, self._api_key))
 
     def __repr__(self) -> str:
         dialect = self.dialect.name if self.dialect else None
         return f"RemoteBackend({self._url!r}, model={self.model!r}, dialect={dialect!r})"
-
-    def _new_client(self) -> openai.AsyncOpenAI:
-        # A plain httpx client (which the openai package accepts) keeps respx usable in tests.
-        pool = httpx.AsyncClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
-        timeout: Any = http.http_timeout(None)
-        return openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=self._api_key, max_retries=0, timeout=timeout, http_client=cast(Any, pool)
-        )
 
     def close(self) -> None:
         """Close every pooled connection (each event loop's client)."""
@@ -143,11 +134,11 @@ class RemoteBackend:
             self._server_reasoning = True
         return chunks
 
-    async def _post_reply(self, client: openai.AsyncOpenAI, deadline: float | None, body: dict[str, Any]) -> Any:
+    async def _post_reply(self, client: httpx.AsyncClient, deadline: float | None, body: dict[str, Any]) -> Any:
         # Read as a stream inside the attempt's deadline, so that a body trickling in past it is stopped.
         return await http.read_json(await http.post(client, body, deadline), self._url)
 
-    async def _post_stream(self, client: openai.AsyncOpenAI, deadline: float | None, body: dict[str, Any]) -> _Stream:
+    async def _post_stream(self, client: httpx.AsyncClient, deadline: float | None, body: dict[str, Any]) -> _Stream:
         # The first SSE payload is read inside the retry: a stream is retried only while nothing arrived.
         response = await http.post(client, body, deadline)
         try:
@@ -174,7 +165,7 @@ class RemoteBackend:
             body = await self._body(request)
             try:
                 return await self._retrying(partial(attempt, body), deadline)
-            except openai.APIStatusError as exc:
+            except StatusError as exc:
                 dialect = self._bodies.adapt(body, exc, self.dialect, self.tool_mode)
                 if dialect is None:
                     raise self._error(exc) from None
@@ -198,7 +189,7 @@ class RemoteBackend:
                 label=lambda exc: f"{self._url}: {self._redact(describe(exc))}",
                 statuses=statuses,
             )
-        except (openai.APIConnectionError, httpx.TransportError) as exc:
+        except httpx.TransportError as exc:
             raise self._error(exc, deadline) from None
 
     def _error(self, exc: BaseException, deadline: float | None = None) -> Exception:

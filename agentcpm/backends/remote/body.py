@@ -10,11 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-import openai
-
 from ..base import Request
 from .dialects import DIALECTS, Dialect
-from .errors import server_message, special_error
+from .errors import StatusError, server_message, special_error
 from .images import ImageCache
 from .prompt import STOP_TOKEN_IDS, prompt_mode_messages
 
@@ -74,7 +72,7 @@ class Bodies:
         return body
 
     def adapt(
-        self, body: dict[str, Any], exc: openai.APIStatusError, dialect: Dialect | None, tool_mode: ToolMode
+        self, body: dict[str, Any], exc: StatusError, dialect: Dialect | None, tool_mode: ToolMode
     ) -> Dialect | None:
         """After a 4xx: drop what the server refused (an optional field, native tools). Returns the dialect to
         send again with, or None when the refusal is final."""

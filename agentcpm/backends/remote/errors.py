@@ -1,7 +1,8 @@
 """A server's refusals and failures as agentcpm's typed errors, each saying what to do.
 
-openai/httpx exceptions come in; :class:`~agentcpm.errors.AgentCPMError` subclasses go out. Messages never
-show the API key or the credentials of the base URL (the caller passes its ``redact``).
+httpx exceptions and HTTP error statuses (:class:`StatusError`) come in; :class:`~agentcpm.errors.AgentCPMError`
+subclasses go out. Messages never show the API key or the credentials of the base URL (the caller passes its
+``redact``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import openai
 
 from ...errors import (
     AgentCPMError,
@@ -31,6 +31,15 @@ KEY_VARIABLES = "AGENTCPM_API_KEY (or OPENAI_API_KEY)"
 #: fails, when no ``timeout=`` is given. With ``timeout=`` the whole request has that deadline instead.
 CONNECT_TIMEOUT = 10.0
 SILENCE_TIMEOUT = 120.0
+
+
+class StatusError(Exception):
+    """The server answered with an HTTP error status (the body is read: its message can be quoted)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+        self.status_code = response.status_code
 
 
 def short(data: Any) -> str:
@@ -83,7 +92,7 @@ def json_or_none(response: Any) -> Any:
 CONTEXT_WORDS = ("context length", "context_length", "context size", "context window", "maximum context")
 
 
-def special_error(exc: openai.APIStatusError) -> BadRequestError | None:
+def special_error(exc: StatusError) -> BadRequestError | None:
     """ContextTooLong or TooManyImages when a 4xx says so, else None."""
     if not 400 <= exc.status_code < 500 or exc.status_code in (401, 403, 429):
         return None
@@ -126,11 +135,8 @@ def special_error(exc: openai.APIStatusError) -> BadRequestError | None:
 def describe(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
-    if isinstance(exc, openai.APIStatusError):
+    if isinstance(exc, StatusError):
         return f"HTTP {exc.status_code}"
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, openai.APIConnectionError) and cause is not None:
-        exc = cause
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -150,22 +156,21 @@ def timed_out(url: str, deadline: float | None) -> RequestTimeout:
 def map_error(
     exc: BaseException, url: str, redact: Callable[[str], str], tries: int, deadline: float | None = None
 ) -> AgentCPMError:
-    """An openai/httpx exception -> the typed agentcpm error, with what to do (never the key)."""
-    if isinstance(exc, openai.APIStatusError):
+    """An httpx exception or error status -> the typed agentcpm error, with what to do (never the key)."""
+    if isinstance(exc, StatusError):
         return _status_error(exc, url, redact, tries)
-    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+    if isinstance(exc, httpx.TimeoutException):
         return timed_out(url, deadline)
-    cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
-    if isinstance(cause, httpx.ConnectError):
+    if isinstance(exc, httpx.ConnectError):
         return EndpointUnavailable(
             f"nothing answers at {url}: start a server (for example `vllm serve openbmb/MiniCPM-V-4.6`, "
             "see docs/servers.md), fix base_url / AGENTCPM_BASE_URL, or leave base_url out to run the "
             "model in this process"
         )
-    return ServerError(f"the connection to {url} failed: {redact(describe(cause))}")
+    return ServerError(f"the connection to {url} failed: {redact(describe(exc))}")
 
 
-def _status_error(exc: openai.APIStatusError, url: str, redact: Callable[[str], str], tries: int) -> AgentCPMError:
+def _status_error(exc: StatusError, url: str, redact: Callable[[str], str], tries: int) -> AgentCPMError:
     status = exc.status_code
     special = special_error(exc)
     if special is not None:

@@ -14,13 +14,12 @@ import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import httpx
-import openai
 
 from ...errors import RequestTimeout, ResponseError
-from .errors import CONNECT_TIMEOUT, SILENCE_TIMEOUT
+from .errors import CONNECT_TIMEOUT, SILENCE_TIMEOUT, StatusError
 
 T = TypeVar("T")
 
@@ -29,7 +28,7 @@ class LoopClient:
     """One event loop's async client. It is closed when the loop shuts down its async generators (as
     ``asyncio.run`` does before closing the loop), or by :meth:`LoopClients.close`/``aclose``."""
 
-    def __init__(self, client: openai.AsyncOpenAI) -> None:
+    def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
         self.lock = asyncio.Lock()
         self.closed = False
@@ -45,7 +44,7 @@ class LoopClient:
         finally:
             if not self.closed:
                 self.closed = True
-                await self.client.close()
+                await self.client.aclose()
 
     async def aclose(self) -> None:
         """Close the client (on its own loop)."""
@@ -68,7 +67,7 @@ def _step(awaitable: Any) -> None:
 class LoopClients:
     """The async client of each event loop, made by ``make`` on first use in that loop."""
 
-    def __init__(self, make: Callable[[], openai.AsyncOpenAI]) -> None:
+    def __init__(self, make: Callable[[], httpx.AsyncClient]) -> None:
         self._make = make
         self._clients: dict[asyncio.AbstractEventLoop, LoopClient] = {}
         self._lock = threading.Lock()
@@ -132,19 +131,39 @@ def http_timeout(deadline: float | None) -> httpx.Timeout:
     return httpx.Timeout(left, connect=min(left, CONNECT_TIMEOUT))
 
 
-def post(client: openai.AsyncOpenAI, body: dict[str, Any], deadline: float | None) -> Awaitable[httpx.Response]:
-    """POST a chat request; the raw streamed httpx response comes back (its body not read yet)."""
-    options: Any = {"timeout": http_timeout(deadline)}
-    return cast(Any, client).post("/chat/completions", cast_to=httpx.Response, body=body, options=options, stream=True)
+def new_client(base_url: str, api_key: str) -> httpx.AsyncClient:
+    """A pooled client for one event loop (a plain httpx client: respx can stand in for servers in tests)."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers={"authorization": f"Bearer {api_key}", "accept": "application/json"},
+        timeout=http_timeout(None),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    )
 
 
-async def get_models(client: openai.AsyncOpenAI, deadline: float | None) -> tuple[int, Any, dict[str, str]]:
+async def post(client: httpx.AsyncClient, body: dict[str, Any], deadline: float | None) -> httpx.Response:
+    """POST a chat request; the streamed response comes back, its body not read yet. An HTTP error status
+    raises :class:`StatusError` (its body read)."""
+    content = json.dumps(body, ensure_ascii=False).encode()
+    request = client.build_request(
+        "POST", "chat/completions", content=content, headers=_JSON, timeout=http_timeout(deadline)
+    )
+    response = await client.send(request, stream=True)
+    if response.status_code >= 400:
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        raise StatusError(response)
+    return response
+
+
+_JSON = {"content-type": "application/json"}
+
+
+async def get_models(client: httpx.AsyncClient, deadline: float | None) -> tuple[int, Any, dict[str, str]]:
     """``GET /models``: status, JSON body (None if not JSON) and lower-cased headers, whatever the status."""
-    try:
-        options: Any = {"timeout": http_timeout(deadline)}
-        response: Any = await client.get("/models", cast_to=httpx.Response, options=options)
-    except openai.APIStatusError as exc:
-        response = exc.response
+    response = await client.get("models", timeout=http_timeout(deadline))
     try:
         data = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError, httpx.ResponseNotRead):

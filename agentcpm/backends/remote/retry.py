@@ -1,4 +1,4 @@
-"""Retries, in one place (the openai package's own are off): connection errors and 408/409/429/5xx, with
+"""Retries, in one place: connection errors and 408/409/429/5xx, with
 exponential backoff and jitter or the server's ``Retry-After``, never past the request's deadline, and never
 once data has arrived (an attempt ends with the first data)."""
 
@@ -12,10 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import httpx
-import openai
 import tenacity
 
-from .errors import RETRY_STATUSES
+from .errors import RETRY_STATUSES, StatusError
 from .http import within
 
 log = logging.getLogger("agentcpm.remote")
@@ -49,7 +48,7 @@ def retry_after(headers: Any) -> float | None:
 def wait_time(state: tenacity.RetryCallState, backoff: float) -> float:
     """Seconds before the next attempt: the server's Retry-After (capped), else exponential with jitter."""
     exc = state.outcome.exception() if state.outcome else None
-    if isinstance(exc, openai.APIStatusError):
+    if isinstance(exc, StatusError):
         after = retry_after(exc.response.headers)
         if after is not None:
             return min(max(after, 0.0), MAX_RETRY_AFTER)
@@ -58,12 +57,11 @@ def wait_time(state: tenacity.RetryCallState, backoff: float) -> float:
 
 def retryable(exc: BaseException, statuses: bool) -> bool:
     """Whether asking again may help (``statuses``: HTTP errors count, else only connection errors)."""
-    if isinstance(exc, openai.APIStatusError):
+    if isinstance(exc, StatusError):
         return statuses and (exc.status_code in RETRY_STATUSES or exc.status_code >= 500)
-    cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
-    if isinstance(cause, (httpx.ReadTimeout, httpx.WriteTimeout)):
+    if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
         return False  # silent for the whole timeout: asking again would only wait as long again
-    return isinstance(exc, (openai.APIConnectionError, httpx.TransportError))
+    return isinstance(exc, httpx.TransportError)
 
 
 async def with_retries(
