@@ -20,14 +20,16 @@ if TYPE_CHECKING:
 
 def add_parser(commands: Any) -> None:
     """The ``logs`` command and its actions (imports nothing)."""
-    logs = commands.add_parser("logs", help="list, show and search logged conversations")
-    logs.add_argument("-n", "--count", type=int, default=20, metavar="N", help="how many to list (default 20)")
-    logs.add_argument("--json", action="store_true", help="print JSON (one object per conversation)")
+    options = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)  # before or after ACTION
+    options.add_argument("-n", "--count", type=int, metavar="N", help="how many to list (default 20)")
+    options.add_argument("--json", action="store_true", help="print JSON (one object per conversation)")
+    logs = commands.add_parser("logs", parents=[options], help="list, show and search logged conversations")
+    logs.set_defaults(count=20, json=False)
     actions = logs.add_subparsers(dest="logs_action", metavar="ACTION")
-    actions.add_parser("list", help="recent conversations: id, time, model, tokens, first question (the default)")
-    show = actions.add_parser("show", help="one conversation in full (default: the last)")
+    actions.add_parser("list", parents=[options], help="recent conversations: id, time, model, tokens, first question")
+    show = actions.add_parser("show", parents=[options], help="one conversation in full (default: the last)")
     show.add_argument("id", nargs="?", metavar="ID", help="its id (or the start of it)")
-    search = actions.add_parser("search", help="conversations whose questions or answers contain TEXT")
+    search = actions.add_parser("search", parents=[options], help="conversations whose questions or answers hold TEXT")
     search.add_argument("text", metavar="TEXT")
     actions.add_parser("path", help="print the folder the logs are in")
     actions.add_parser("on", help="log conversations (the default)")
