@@ -36,8 +36,10 @@ from agentcpm import (
     ToolResult,
     VideoPart,
 )
+from agentcpm.backends.base import FinishChunk, GenerationOptions, Request, StartChunk, TextChunk, UsageChunk
 from agentcpm.backends.local import LocalBackend, load_model
 from agentcpm.errors import (
+    BackendError,
     BadRequestError,
     ConfigurationError,
     ImageError,
@@ -102,6 +104,7 @@ def test_usage_counts_image_tokens_and_several_images(client):
     assert two.usage.prompt_tokens - one.usage.prompt_tokens == per_image
     without_ids = client.chat(WEATHER_QUESTION, images=[picture()], max_tokens=1, use_image_id=False)
     assert one.usage.prompt_tokens - without_ids.usage.prompt_tokens == 3
+    assert [a.usage.images_encoded for a in (none, one, two)] == [0, 1, 2]
 
 
 def test_downsample_4x_gives_about_four_times_the_image_tokens(client):
@@ -174,6 +177,41 @@ def test_stop_strings_and_length_limit(client):
     cut = client.chat(WEATHER_QUESTION, tools=[WEATHER_TOOL], max_tokens=20)
     assert cut.finish_reason == "length" and cut.usage.completion_tokens == 20
     assert all(not call.complete for call in cut.tool_calls)
+
+
+def generated(backend: LocalBackend, request: Request) -> list:
+    async def collect() -> list:
+        return [chunk async for chunk in backend.generate(request)]
+
+    return asyncio.run(collect())
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+@pytest.mark.parametrize("stream", [True, False])
+def test_generate_yields_start_text_usage_finish_on_every_path(client, blocking, stream):
+    """The raw chunks themselves (the engine does the parsing): the same on the calling thread, a background
+    thread with thread waits, and the async hand-offs."""
+    messages = [Message("user", [ImagePart(picture()), THINK_QUESTION])]
+    options = GenerationOptions(thinking=True)
+    chunks = generated(client.backend, Request(messages, [], options, stream=stream, blocking=blocking))
+    assert chunks[0] == StartChunk(in_reasoning=True)  # the prompt ends inside <think>
+    assert [type(c) for c in chunks[-2:]] == [UsageChunk, FinishChunk] and chunks[-1].reason == "stop"
+    text = "".join(c.text for c in chunks if isinstance(c, TextChunk))
+    assert text.strip().endswith(THINK_ANSWER) and THINK_REASONING in text
+    assert all(isinstance(c, TextChunk) for c in chunks[1:-2])
+    usage = chunks[-2]
+    assert usage.images_encoded == 1 and usage.completion_tokens > 0 and usage.time_to_first_token is not None
+    limited = GenerationOptions(thinking=True, max_tokens=2)
+    cut = generated(client.backend, Request(messages, [], limited, stream=stream, blocking=blocking))
+    assert (cut[-2].completion_tokens, cut[-1].reason) == (2, "length")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_generation_error_raises_backend_error_and_frees_the_model(client, stream):
+    request = Request([Message("user", "hello")], [], GenerationOptions(max_tokens=-1), stream=stream)
+    with pytest.raises(BackendError, match="generation failed: ValueError"):
+        generated(client.backend, request)
+    assert not client.backend.load().lock.locked()
 
 
 def test_streamed_text_is_decoded_whole_characters_at_a_time():

@@ -169,8 +169,8 @@ async def handed_over(run: Run, output: Output, *, blocking: bool) -> AsyncGener
         wake = partial(loop.call_soon_threadsafe, ready.set)
     batches = Batches(wake)
     thread = generate_in_thread(run, batches)
+    done = False
     try:
-        done = False
         while not done:
             if isinstance(ready, threading.Event):
                 ready.wait(0.1)
@@ -182,7 +182,8 @@ async def handed_over(run: Run, output: Output, *, blocking: bool) -> AsyncGener
             if text:
                 yield text
     finally:
-        run.cancel()
+        if not done:  # closed early (else a cancel here would turn "length" into "cancelled")
+            run.cancel()
         if blocking:
             thread.join()
 
