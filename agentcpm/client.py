@@ -106,7 +106,7 @@ class Client:
             from .backends.local import LocalBackend
 
             self._model = self._model or DEFAULT_MODEL
-            self.backend = LocalBackend(self._model, device=device, dtype=dtype)  # type: ignore[assignment]
+            self.backend = LocalBackend(self._model, device=device, dtype=dtype)
 
     @property
     def model(self) -> str | None:

@@ -36,7 +36,7 @@ from .backends.base import (
     move_tool_images,
 )
 from .errors import ResponseError
-from .parsing import ParsedOutput, StreamParser, convert_arguments
+from .format.parser import ParsedOutput, StreamParser, convert_arguments
 from .types import (
     Completed,
     Completion,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agentcpm.parsing import StreamParser, parse_output
+from agentcpm.format import StreamParser, parse_output
 
 TOOLS = [
     {

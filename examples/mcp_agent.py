@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from agentcpm import Agent, Client, ContentDelta, ScriptedBackend, ToolFinished, ToolStarted
+from agentcpm.format import render_tool_calls
 from agentcpm.mcp import MCPServer, load_mcp_config, mcp_tools
-from agentcpm.parsing import render_tool_calls
 
 SERVER = Path(__file__).with_name("mcp_server.py")
 

@@ -26,7 +26,7 @@ from agentcpm import (
     ToolStarted,
     tool,
 )
-from agentcpm.parsing import render_tool_calls
+from agentcpm.format import render_tool_calls
 
 WEATHER = {"paris": (21.0, "sunny"), "oslo": (4.0, "rain"), "beijing": (28.0, "hazy")}
 

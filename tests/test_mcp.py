@@ -21,6 +21,7 @@ import pytest
 pytest.importorskip("mcp")
 
 from agentcpm import Agent, Client, ImagePart, ScriptedBackend, ToolFinished, tool
+from agentcpm.format import render_tool_calls
 from agentcpm.mcp import (
     MCPApprovalDenied,
     MCPConfigError,
@@ -31,7 +32,6 @@ from agentcpm.mcp import (
     load_mcp_config,
     mcp_tools,
 )
-from agentcpm.parsing import render_tool_calls
 from agentcpm.tools import ToolArgumentsError
 
 SERVER = Path(__file__).parent / "mcp_servers" / "demo_server.py"

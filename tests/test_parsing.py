@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agentcpm.errors import ConfigurationError
-from agentcpm.parsing import (
+from agentcpm.format import (
     ParsedOutput,
     StreamParser,
     convert_arguments,

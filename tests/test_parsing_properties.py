@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agentcpm.parsing import StreamParser, convert_arguments, parse_output, render_tool_calls
+from agentcpm.format import StreamParser, convert_arguments, parse_output, render_tool_calls
 from agentcpm.types import (
     ContentDelta,
     ReasoningDelta,

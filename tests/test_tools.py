@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from agentcpm import ImagePart, TextPart
 from agentcpm.errors import ToolDefinitionError
-from agentcpm.parsing import convert_arguments
+from agentcpm.format import convert_arguments
 from agentcpm.tools import (
     Tool,
     ToolArgumentsError,
@@ -528,6 +528,11 @@ def test_the_thread_pool_is_bounded_and_queued_calls_wait_their_turn():
 
     for i in range(10):
         pool.submit(job(i))
+    for _ in range(1000):  # the three workers each hold a call (the others queue) before any is released
+        if len(running) == 3:
+            break
+        threading.Event().wait(0.01)
+    assert sorted(running) == [0, 1, 2]
     release.set()
     for _ in range(10):
         assert done.acquire(timeout=10)

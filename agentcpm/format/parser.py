@@ -29,13 +29,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigurationError
-from .format.coerce import int_text as _int_text
-from .format.coerce import load_structured as _load_structured
-from .format.coerce import matches as _matches
-from .format.coerce import schema_types as _types
-from .format.coerce import try_type as _try_type
-from .types import (
+from ..errors import ConfigurationError
+from ..types import (
     ContentDelta,
     ParseEvent,
     ReasoningDelta,
@@ -46,6 +41,23 @@ from .types import (
     new_call_id,
     tool_schema,
 )
+from .coerce import load_structured as _load_structured
+from .coerce import matches as _matches
+from .coerce import schema_types as _types
+from .coerce import try_type as _try_type
+from .markup import (
+    END_OF_TEXT,
+    FUNCTION,
+    FUNCTION_END,
+    IM_END,
+    PARAMETER,
+    PARAMETER_END,
+    THINK,
+    THINK_END,
+    TOOL_CALL,
+    TOOL_CALL_END,
+)
+from .markup import json_text as _json_text
 
 __all__ = [
     "ParsedOutput",
@@ -53,7 +65,6 @@ __all__ = [
     "convert_arguments",
     "normalize_text",
     "parse_output",
-    "render_tool_calls",
 ]
 
 
@@ -191,10 +202,6 @@ def convert_arguments(
 
 _TEXT, _VALUE, _BLOCK, _JSON, _NAME, _BODY, _PARAM, _AFTER, _CLOSED = range(9)
 
-TOOL_CALL, TOOL_CALL_END = "<tool_call>", "</tool_call>"
-FUNCTION, FUNCTION_END = "<function=", "</function>"
-PARAMETER, PARAMETER_END = "<parameter=", "</parameter"
-THINK, THINK_END = "<think>", "</think>"
 
 _WS = re.compile(r"\s*")
 _LINE_END = re.compile(r"[>\n]")
@@ -208,7 +215,7 @@ _FOLLOWERS = {
 }
 _PARAM_TAG = re.compile(r"<parameter=([^<>\n]*)(>)?")
 # Special tokens a server may leave in the text (skip_special_tokens off): dropped wherever they appear.
-_LEAKED_TOKENS = ("<|im_end|>", "<|endoftext|>")
+_LEAKED_TOKENS = (IM_END, END_OF_TEXT)
 _LEAKED = re.compile("|".join(map(re.escape, _LEAKED_TOKENS)))
 _LEAK_PREFIXES = frozenset(token[:n] for token in _LEAKED_TOKENS for n in range(1, len(token)))
 _JSON_TOKEN = re.compile(r'[{}\[\]"]|</?tool_call>')
@@ -954,57 +961,6 @@ def _json_call(text: str) -> tuple[str, dict[str, Any], str | None] | None:
 
 
 # ============================================================================ render and normalize
-
-
-def _json_text(value: Any) -> str:
-    """json.dumps as the chat template's tojson does it (ensure_ascii off), ints of any size included."""
-    try:
-        return json.dumps(value, ensure_ascii=False)
-    except (ValueError, TypeError, RecursionError):
-        pass
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, int):
-        return _int_text(value)
-    if isinstance(value, dict):
-        items = (f"{json.dumps(str(k), ensure_ascii=False)}: {_json_text(v)}" for k, v in value.items())
-        return "{" + ", ".join(items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_json_text(v) for v in value) + "]"
-    return json.dumps(str(value), ensure_ascii=False)
-
-
-def _render_value(value: Any) -> str:
-    if isinstance(value, (dict, list, tuple)):
-        return _json_text(value)
-    if isinstance(value, int):
-        return _int_text(value)  # str() refuses ints above 4300 digits; booleans stay True/False
-    return str(value)
-
-
-def render_tool_calls(calls: Iterable[ToolCall | dict[str, Any]]) -> str:
-    """Write calls exactly as the chat template renders them in the history (dict and list values as JSON,
-    None as ``None``, booleans as ``True``/``False``). Accepts ToolCall objects or OpenAI tool_call dicts.
-
-    >>> print(render_tool_calls([ToolCall(name="f", arguments={"x": 1})]))
-    <tool_call>
-    <function=f>
-    <parameter=x>
-    1
-    </parameter>
-    </function>
-    </tool_call>
-    """
-    blocks = []
-    for call in calls:
-        if not isinstance(call, ToolCall):
-            call = ToolCall.from_openai(call)
-        parts = [f"<tool_call>\n<function={call.name}>\n"]
-        for key, value in call.arguments.items():
-            parts.append(f"<parameter={key}>\n{_render_value(value)}\n</parameter>\n")
-        parts.append("</function>\n</tool_call>")
-        blocks.append("".join(parts))
-    return "\n".join(blocks)
 
 
 # fenced code, inline code, $$...$$, $...$, \(...\), \[...\]  (an unclosed fence or block runs to the end)

@@ -9,10 +9,10 @@ reasoning in ``reasoning_content``, ``reasoning`` or ``<think>``), the engine tu
 >>> Client(backend=backend).chat("hi").content  # doctest: +SKIP
 """
 
+from ...format.markup import STOP_TOKEN_IDS, prompt_mode_messages, tools_system_prompt
 from .backend import RemoteBackend
 from .body import OPTIONAL_FIELDS, ToolMode
 from .dialects import DIALECTS, Dialect, detect_dialect, get_dialect
-from .prompt import STOP_TOKEN_IDS, prompt_mode_messages, tools_system_prompt
 from .retry import retry_after, wait_time
 
 __all__ = [

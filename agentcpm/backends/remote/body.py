@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
+from ...format.markup import STOP_TOKEN_IDS, prompt_mode_messages
 from ..base import Request
 from .dialects import DIALECTS, Dialect
 from .errors import StatusError, server_message, special_error
 from .images import ImageCache
-from .prompt import STOP_TOKEN_IDS, prompt_mode_messages
 
 log = logging.getLogger("agentcpm.remote")
 
