@@ -87,15 +87,6 @@ def stream(
 async def _stream(
     backend: Backend, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions, blocking: bool
 ) -> AsyncGenerator[StreamEvent, None]:
-    if not hasattr(backend, "generate"):  # TRANSITION: backends not yet on the raw-chunk contract
-        legacy: Any = backend
-        if blocking:
-            for event in legacy.stream(messages, tools, options):
-                yield event
-        else:
-            async for event in legacy.astream(messages, tools, options):
-                yield event
-        return
     request = prepare(messages, tools, options, stream=True, blocking=blocking)
     assembly = Assembly(request)
     async with aclosing(backend.generate(request)) as chunks:
@@ -126,11 +117,6 @@ async def complete(
 async def _complete(
     backend: Backend, messages: list[Message], tools: list[dict[str, Any]], options: GenerationOptions, blocking: bool
 ) -> Completion:
-    if not hasattr(backend, "generate"):  # TRANSITION: backends not yet on the raw-chunk contract
-        legacy: Any = backend
-        if blocking:
-            return legacy.complete(messages, tools, options)
-        return await legacy.acomplete(messages, tools, options)
     request = prepare(messages, tools, options, stream=False, blocking=blocking)
     assembly = Assembly(request)
     async with aclosing(backend.generate(request)) as chunks:

@@ -7,13 +7,12 @@ the same parser, so ``Completion`` and the events look the same whichever one pr
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from ..errors import ResponseError
 from ..images import DownsampleMode
-from ..types import Completed, Completion, ImagePart, Message, StreamEvent, TextPart, ToolCall
+from ..types import ImagePart, Message, TextPart, ToolCall
 
 
 @dataclass(frozen=True)
@@ -151,22 +150,6 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
     async def aclose(self) -> None: ...
-
-
-def final_completion(events: Iterator[StreamEvent]) -> Completion:
-    """Drain a stream and return its completion."""
-    for event in events:
-        if isinstance(event, Completed):
-            return event.completion
-    raise ResponseError("the stream ended without a completion")
-
-
-async def afinal_completion(events: AsyncIterator[StreamEvent]) -> Completion:
-    """Drain an async stream and return its completion."""
-    async for event in events:
-        if isinstance(event, Completed):
-            return event.completion
-    raise ResponseError("the stream ended without a completion")
 
 
 def move_tool_images(messages: list[Message]) -> list[Message]:
