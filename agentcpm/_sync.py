@@ -14,6 +14,7 @@ remembered and delivered when the next step starts, so it never lands halfway th
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import queue
 import signal
@@ -40,7 +41,19 @@ def _thread_loop() -> asyncio.AbstractEventLoop:
     loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
     if loop is None or loop.is_closed():
         loop = _local.loop = asyncio.new_event_loop()
+        if threading.current_thread() is threading.main_thread():
+            atexit.register(_close_loop, loop)
     return loop
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """At exit: let what the loop holds finish as ``asyncio.run`` would (open async generators closed, so HTTP
+    clients close their connections), instead of leaving pending tasks to be destroyed."""
+    if loop.is_closed() or loop.is_running():
+        return
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
 
 
 def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
