@@ -36,7 +36,8 @@ from .backends.base import (
     move_tool_images,
 )
 from .errors import ResponseError
-from .format.parser import ParsedOutput, StreamParser, convert_arguments
+from .format.arguments import convert_arguments
+from .format.parser import ParsedOutput, StreamParser
 from .types import (
     Completed,
     Completion,

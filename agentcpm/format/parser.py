@@ -23,9 +23,8 @@ form, markup inside values) is recovered; nothing here ever raises on model outp
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,12 +38,17 @@ from ..types import (
     ToolCallFinished,
     ToolCallStarted,
     new_call_id,
-    tool_schema,
 )
+from .arguments import convert_arguments
+from .arguments import convert_texts as _convert_texts
+from .arguments import convert_values as _convert_values
+from .arguments import function_schemas as _function_schemas
+from .arguments import json_call as _json_call
+from .arguments import json_unescape as _json_unescape
+from .arguments import name_error as _name_error
+from .arguments import schema_key as _schema_key
+from .arguments import schema_properties as _properties
 from .coerce import load_structured as _load_structured
-from .coerce import matches as _matches
-from .coerce import schema_types as _types
-from .coerce import try_type as _try_type
 from .markup import (
     END_OF_TEXT,
     FUNCTION,
@@ -98,104 +102,6 @@ def parse_output(
     parser.feed(text)
     parser.close(finish_reason)
     return parser.result()
-
-
-# ============================================================================ tool schemas and values
-
-_BAD_NAME = re.compile(r"[\s<>{}\"']")
-
-
-def _function_schemas(tools: Iterable[Any] | None) -> dict[str, dict[str, Any]] | None:
-    """name -> parameters schema, or None when no tools are given (then no name is unknown)."""
-    if not tools:
-        return None
-    out: dict[str, dict[str, Any]] = {}
-    for tool in tools:
-        function = tool_schema(tool)["function"]
-        params = function.get("parameters")
-        out[str(function.get("name", ""))] = params if isinstance(params, dict) else {}
-    return out
-
-
-def _properties(schemas: dict[str, dict[str, Any]] | None, name: str) -> dict[str, Any] | None:
-    if schemas is None or name not in schemas:
-        return None
-    props = schemas[name].get("properties")
-    return props if isinstance(props, dict) else {}
-
-
-def _convert_text(schema: Any, text: str) -> tuple[Any, str | None]:
-    """Value text -> (value, None), or (raw text, what was expected) when no allowed type fits."""
-    kinds = _types(schema)
-    if not kinds:
-        return text, None
-    if "null" in kinds and text.strip() in ("null", "None"):
-        return None, None
-    for kind in kinds:
-        if kind != "null":
-            ok, value = _try_type(kind, text)
-            if ok:
-                return value, None
-    return text.strip(), " or ".join(kinds)
-
-
-def _schema_key(props: dict[str, Any] | None, name: str) -> str:
-    """A parameter name as the schema spells it: whitespace around a known name (<parameter= city>) is dropped."""
-    return name.strip() if props is not None and name not in props and name.strip() in props else name
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _name_error(name: str, schemas: dict[str, dict[str, Any]] | None) -> str | None:
-    if not name or _BAD_NAME.search(name):
-        return f"invalid function name {_short(name)}: a name cannot be empty or contain whitespace or any of <>{{}}\"'"
-    if schemas is not None and name not in schemas:
-        return f"unknown tool {_short(name)}; available tools: {', '.join(sorted(schemas)) or 'none'}"
-    return None
-
-
-def _convert_values(
-    name: str, arguments: dict[str, Any], schemas: dict[str, dict[str, Any]] | None
-) -> tuple[dict[str, Any], list[str]]:
-    props = _properties(schemas, name)
-    out: dict[str, Any] = {}
-    errors: list[str] = []
-    for key, value in arguments.items():
-        schema = props.get(key) if props else None
-        kinds = _types(schema)
-        if not kinds or any(_matches(value, kind) for kind in kinds):
-            out[key] = value
-            continue
-        text = value if isinstance(value, str) else _json_text(value)
-        converted, expected = _convert_text(schema, text)
-        out[key] = converted if expected is None else value
-        if expected is not None:
-            errors.append(f"parameter {key!r}: expected {expected}, got {_short(value)}")
-    return out, errors
-
-
-def convert_arguments(
-    name: str, arguments: dict[str, Any], tools: Sequence[Any] | None = None
-) -> tuple[dict[str, Any], str | None]:
-    """Apply the parser's schema conversion to already-decoded arguments (a server's structured tool_calls).
-
-    Values of an allowed JSON type pass through; others are converted from their text as the parser would
-    (``"5"`` -> ``5`` for an integer). Returns the arguments and an error message (unknown tool, a value
-    that does not convert) or None.
-
-    >>> tools = [{"name": "add", "parameters": {"properties": {"a": {"type": "integer"}}}}]
-    >>> convert_arguments("add", {"a": "5"}, tools)
-    ({'a': 5}, None)
-    """
-    schemas = _function_schemas(tools)
-    errors = [e for e in [_name_error(name, schemas)] if e]
-    if not isinstance(arguments, dict):
-        return {}, "; ".join([*errors, f"arguments must be an object, got {_short(arguments)}"])
-    out, conversion_errors = _convert_values(name, arguments, schemas)
-    return out, "; ".join(errors + conversion_errors) or None
 
 
 # ============================================================================ the state machine
@@ -883,23 +789,6 @@ _STEPS = (
 )
 
 
-def _convert_texts(
-    name: str, values: dict[str, str], schemas: dict[str, dict[str, Any]] | None
-) -> tuple[dict[str, Any], list[str]]:
-    props = _properties(schemas, name)
-    out: dict[str, Any] = {}
-    errors: list[str] = []
-    for key, text in values.items():
-        schema = props.get(key) if props else None
-        if schema is None:
-            out[key] = text
-            continue
-        out[key], expected = _convert_text(schema, text)
-        if expected is not None:
-            errors.append(f"parameter {key!r}: expected {expected}, got {_short(text.strip())}")
-    return out, errors
-
-
 def _json_scan(buf: str, start: int) -> tuple[int, int, str]:
     """Find the end of the JSON value at buf[start] ('{'): (end, -1, "") when balanced; (-1, stop, closers)
     when a <tool_call> or </tool_call> outside strings stops it first; (-1, -1, closers) at the buffer end."""
@@ -926,38 +815,6 @@ def _json_scan(buf: str, start: int) -> tuple[int, int, str]:
                 return i, -1, ""
         else:
             return -1, match.start(), "".join(reversed(stack))
-
-
-def _json_unescape(text: str) -> str:
-    try:
-        value = json.loads(f'"{text}"')
-    except ValueError:
-        return text
-    return value if isinstance(value, str) else text
-
-
-def _json_call(text: str) -> tuple[str, dict[str, Any], str | None] | None:
-    """The JSON form {"name": ..., "arguments": {...}} -> (name, arguments, error); None if not a call."""
-    try:
-        obj = _load_structured(text)
-    except ValueError:
-        return None
-    if isinstance(obj, dict) and isinstance(obj.get("function"), dict):
-        obj = obj["function"]
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-        return None
-    arguments = obj.get("arguments", obj.get("parameters"))
-    error = None
-    if isinstance(arguments, str):
-        try:
-            arguments = _load_structured(arguments) if arguments.strip() else {}
-        except ValueError:
-            arguments, error = {}, f"arguments are not valid JSON: {_short(arguments)}"
-    if arguments is None:
-        arguments = {}
-    if not isinstance(arguments, dict):
-        arguments, error = {}, f"arguments must be an object, got {_short(arguments)}"
-    return obj["name"], arguments, error
 
 
 # ============================================================================ render and normalize
