@@ -14,7 +14,7 @@ SSE chunks. It records every request, so tests can check what the client sent.
 Or with the pytest fixture (tests/conftest.py) ``openai_server``, already started with an empty script::
 
     def test_it(openai_server):
-        openai_server.push("<tool_call>\\n<function=add>\\n...", "The sum is 3.")
+        openai_server.push(call("add", a=1, b=2), "The sum is 3.")  # call: tests/markup.py
         client = Client(base_url=openai_server.base_url, model=openai_server.model)
 
 API
@@ -178,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner._record("GET", self.path)
         if not self._authorized():
             return
-        if self.path.rstrip("/") in ("/v1/models", "/models"):
+        if self.path.split("?")[0].rstrip("/") in ("/v1/models", "/models"):
             if isinstance(owner.models, ServerReply):
                 reply = owner.models
                 self._send(reply.status, reply.body if reply.body is not None else {}, reply.headers)
@@ -193,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner._record("POST", self.path)
         if not self._authorized():
             return
-        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+        if self.path.split("?")[0].rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
             return
         try:

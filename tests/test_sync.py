@@ -44,3 +44,22 @@ def test_sync_calls_work_inside_a_running_event_loop() -> None:
         return first, second
 
     assert asyncio.run(inside()) == ("one", "two")
+
+
+def test_a_base_url_with_a_query_works_and_its_key_is_never_shown(openai_server) -> None:
+    """Gateways put a version or a key in the query (``?api-version=..&api-key=..``): every request carries
+    it, and no message shows the key."""
+    from agentcpm.errors import AgentCPMError
+
+    openai_server.push("Fine.")
+    url = openai_server.base_url + "?api-version=2024-10-21&api-key=sup3rs3cret"
+    client = Client(base_url=url, model=openai_server.model, max_retries=0)
+    assert client.chat("hi").content == "Fine."
+    assert "api-version=2024-10-21" in openai_server.log[-1][1]
+    assert "sup3rs3cret" not in repr(client)
+    try:
+        client.chat("no reply scripted: the server fails")
+    except AgentCPMError as exc:
+        assert "sup3rs3cret" not in str(exc)
+    else:
+        raise AssertionError("expected an error")

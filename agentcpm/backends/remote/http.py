@@ -133,8 +133,11 @@ def http_timeout(deadline: float | None) -> httpx.Timeout:
 
 def new_client(base_url: str, api_key: str) -> httpx.AsyncClient:
     """A pooled client for one event loop (a plain httpx client: respx can stand in for servers in tests)."""
+    # A query in base_url (Azure-style ``?api-version=...``) goes with every request, not only the first path.
+    url = httpx.URL(base_url)
     return httpx.AsyncClient(
-        base_url=base_url,
+        base_url=url.copy_with(query=None),
+        params=url.params,
         headers={"authorization": f"Bearer {api_key}", "accept": "application/json"},
         timeout=http_timeout(None),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
