@@ -64,10 +64,9 @@ def tiny_processor(tiny_model_path: Path) -> object:
 @pytest.fixture(scope="session")
 def xvfb() -> Iterator[object]:
     """A 1920x1080 Xvfb display (``xdisplay.Xvfb``) shared by the session; skips where Xvfb is missing."""
-    from xdisplay import Xvfb
+    from xdisplay import Xvfb, require
 
-    if not Xvfb.available():
-        pytest.skip("Xvfb is not installed: `apt-get install xvfb` (.ci/run installs it)")
+    require("Xvfb")  # skips, naming it and `apt-get install xvfb` (.ci/run installs it)
     with Xvfb(1920, 1080) as display:
         yield display
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 
+from markup import call
 from openai_server import OpenAIServer, ServerReply
 from PIL import Image
 
 from agentcpm import Agent, Client, ContentDelta, RunFinished, ToolFinished, tool
 from agentcpm.transcript import Transcript
 
-CALL = "<tool_call>\n<function=get_weather>\n<parameter=location>\nParis\n</parameter>\n</function>\n</tool_call>"
+CALL = call("get_weather", location="Paris")
 SECRET = "sk-test-never-write-me"
 
 asked: list[str] = []
@@ -73,7 +74,7 @@ def test_structured_tool_calls_like_vllm_and_arun(openai_server):
 
 
 def test_a_tool_image_reaches_the_server_in_the_next_request(openai_server):
-    openai_server.push("<tool_call>\n<function=screenshot>\n</function>\n</tool_call>", "A blue screen.")
+    openai_server.push(call("screenshot"), "A blue screen.")
     result = Agent(client_for(openai_server), tools=[screenshot]).run("What is on screen?")
     assert result.output == "A blue screen."
     sent = openai_server.requests[1]["messages"]
@@ -108,7 +109,7 @@ def test_a_5000_digit_integer_argument_goes_through_a_real_server_exactly(openai
         seen.append(n)
         return "counted"
 
-    text = f"<tool_call>\n<function=count>\n<parameter=n>\n{int_text(huge)}\n</parameter>\n</function>\n</tool_call>"
+    text = call("count", n=huge)  # all 5001 digits, as the model would write them
     structured = ServerReply(tool_calls=[{"name": "count", "arguments": '{"n": ' + int_text(huge) + "}"}])
     openai_server.push(text, "one", structured, "two")
     agent = Agent(client_for(openai_server), tools=[count])

@@ -18,10 +18,11 @@ SCRIPT = textwrap.dedent(
     import sys, time
     from agentcpm import Agent, Client, ContentDelta, Reply, ScriptedBackend, ToolStarted, tool
     from agentcpm.errors import AgentCancelled
+    from agentcpm.format import render_tool_calls
+    from agentcpm.types import ToolCall
 
-    def call(name, **args):
-        params = "".join(f"<parameter={k}>\\n{v}\\n</parameter>\\n" for k, v in args.items())
-        return f"<tool_call>\\n<function={name}>\\n{params}</function>\\n</tool_call>"
+    def call(name, **arguments):  # tests/markup.py's call(), in a script that runs outside the tests directory
+        return render_tool_calls([ToolCall(name=name, arguments=arguments)])
 
     @tool
     def slow() -> str:

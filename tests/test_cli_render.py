@@ -7,6 +7,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from markup import call
 from rich.console import Console
 
 from agentcpm import Client, Reply, ScriptedBackend
@@ -15,10 +16,7 @@ from agentcpm.cli.render import TurnView, describe_result, format_arguments, pre
 from agentcpm.cli.repl import split_image_paths
 from agentcpm.types import ContentDelta, ReasoningDelta, ToolCall, ToolCallFinished, ToolResult
 
-CALL = (
-    "<tool_call>\n<function=click>\n<parameter=x>\n500\n</parameter>\n"
-    "<parameter=y>\n120\n</parameter>\n</function>\n</tool_call>"
-)
+CALL = call("click", x=500, y=120)
 
 
 def render(events: list[object], **options: bool) -> str:

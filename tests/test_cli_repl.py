@@ -8,6 +8,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+from markup import call
 from rich.console import Console
 
 from agentcpm import Client, ScriptedBackend, tool
@@ -51,8 +52,7 @@ def repl(script: list[Any], lines: list[str], *extra: str) -> tuple[str, Scripte
 
 
 def test_a_tool_that_raises_is_shown_and_the_answer_follows() -> None:
-    call = "<tool_call>\n<function=explode>\n<parameter=reason>\ntest\n</parameter>\n</function>\n</tool_call>"
-    shown, backend, _ = repl([call, "It failed, sorry."], ["Try it."])
+    shown, backend, _ = repl([call("explode", reason="test"), "It failed, sorry."], ["Try it."])
     assert "→ explode(reason='test')" in shown
     assert "✗ explode failed" in shown and "boom: test" in shown
     assert shown.index("boom: test") < shown.index("It failed, sorry.")
@@ -108,9 +108,8 @@ def test_save_and_load_keep_images_and_tool_calls(tmp_path: Path) -> None:
     from PIL import Image
 
     Image.new("RGB", (32, 32), "red").save(tmp_path / "r.png")
-    call = "<tool_call>\n<function=explode>\n<parameter=reason>\nx\n</parameter>\n</function>\n</tool_call>"
     path = tmp_path / "chat.jsonl"
-    _, _, first = repl([call, "Done."], [f"/image {tmp_path / 'r.png'}", "Go.", f"/save {path}"])
+    _, _, first = repl([call("explode", reason="x"), "Done."], [f"/image {tmp_path / 'r.png'}", "Go.", f"/save {path}"])
     shown, backend, _ = repl(["Again."], [f"/load {path}", "And now?"])
     assert f"loaded {len(first.messages)} messages" in shown
     sent = backend.requests[0].messages

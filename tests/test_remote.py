@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+import markup
 import pytest
 from openai_server import OpenAIServer, ServerReply, error_reply
 from PIL import Image
@@ -33,10 +34,7 @@ WEATHER = {
         },
     },
 }
-CALL = (
-    "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
-    "<parameter=days>\n2\n</parameter>\n</function>\n</tool_call>"
-)
+CALL = markup.call("get_weather", city="Paris", days=2)
 VLLM_MODELS = [{"id": "openbmb/MiniCPM-V-4.6", "object": "model", "owned_by": "vllm", "max_model_len": 32768}]
 
 
@@ -164,7 +162,8 @@ def test_tool_call_started_as_soon_as_the_name_is_known(openai_server: OpenAISer
     if structured:
         reply = ServerReply(tool_calls=[{"name": "get_weather", "arguments": '{"city": "Paris"}'}], drop_after=2)
     else:
-        reply = ServerReply(CALL, chunk_size=len("<tool_call>\n<function=get_weather>\n"), drop_after=2)
+        # The first chunk ends where the first parameter starts: the name is known, the arguments are not.
+        reply = ServerReply(CALL, chunk_size=CALL.index("<parameter="), drop_after=2)
     openai_server.push(reply)
     events: list[Any] = []
     with pytest.raises(ResponseError, match="dropped mid-answer"):
@@ -469,9 +468,7 @@ def test_configuration_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 # ---------------------------------------------------------------------------- faults: cut streams, deadlines
-REMOVE_CALL = (
-    "<tool_call>\n<function=remove>\n<parameter=path>\n/home/user/project\n</parameter>\n</function>\n</tool_call>"
-)
+REMOVE_CALL = markup.call("remove", path="/home/user/project")
 REMOVE_SCHEMA = {
     "type": "function",
     "function": {

@@ -7,6 +7,7 @@ import json
 import httpx
 import openai
 import pytest
+from markup import call
 from openai_server import OpenAIServer, ServerReply, error_reply
 
 
@@ -38,7 +39,7 @@ def test_structured_tool_calls_and_reasoning(openai_server: OpenAIServer) -> Non
 
 
 def test_streaming_with_tool_calls_usage_and_done(openai_server: OpenAIServer) -> None:
-    text = "<tool_call>\n<function=add>\n</function>\n</tool_call>"
+    text = call("add")
     openai_server.push(ServerReply(text=text, tool_calls=[{"name": "add", "arguments": '{"a": 1}'}]))
     client = bare_client(openai_server)
     chunks = list(

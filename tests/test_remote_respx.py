@@ -16,6 +16,7 @@ import httpx
 import pytest
 import respx
 import tenacity
+from markup import call
 
 from agentcpm import Client, Completed, ToolCallStarted
 from agentcpm.backends.remote import RemoteBackend, retry_after, wait_time
@@ -39,7 +40,7 @@ WEATHER = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}},
     },
 }
-MARKUP = "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>"
+MARKUP = call("get_weather", city="Paris")
 
 
 def client(dialect: str = "generic", **options: Any) -> Client:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from xdisplay import BUTTON, ENTRY, TkApp
+from markup import call
+from xdisplay import BUTTON, ENTRY, TkApp, needs
 
 from agentcpm import Agent, Client, ImagePart, ScriptedBackend
 from agentcpm.errors import ConfigurationError
 from agentcpm.screen import ScreenSession
-from agentcpm.screen.actions import gui_available
 
 # pynput needs a display when it is imported, so only check that it is installed here.
-pytestmark = pytest.mark.skipif(not gui_available(), reason="the gui extra (pynput) is not installed")
+pytestmark = needs("pynput")
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +104,7 @@ def test_dry_run_records_instead_of_acting(display, app):
 
 def test_an_agent_needs_approval_to_click(session, app):
     point = normalised(session, *centre(BUTTON))
-    click = (
-        f"<tool_call>\n<function=click>\n<parameter=x>\n{point['x']}\n</parameter>\n"
-        f"<parameter=y>\n{point['y']}\n</parameter>\n</function>\n</tool_call>"
-    )
+    click = call("click", x=point["x"], y=point["y"])
     backend = ScriptedBackend([click, "I was not allowed."])
     denied = Agent(Client(backend=backend), tools=session.tools(), approval="deny")
     assert denied.run("Press the button").output == "I was not allowed."

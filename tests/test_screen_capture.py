@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from PIL import Image
-from xdisplay import BUTTON, GREEN, GREEN_SQUARE, RED, RED_SQUARE, WHITE, TkApp
+from xdisplay import BUTTON, GREEN, GREEN_SQUARE, RED, RED_SQUARE, WHITE, TkApp, needs
 
 from agentcpm.errors import ConfigurationError, DisplayError
 from agentcpm.images import estimate_image_tokens, model_image_size
@@ -184,6 +184,7 @@ def test_the_button_is_where_tk_put_it(display, app):
     assert shot.image.getpixel((100, 5)) != WHITE
 
 
+@needs("Xvfb")  # starts its own servers, not the session's display
 def test_a_restarted_x_server_is_reconnected(monkeypatch):
     from xdisplay import Xvfb
 

@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from xdisplay import BUTTON, TkApp
-
-from agentcpm.screen.actions import gui_available
+from markup import call
+from xdisplay import BUTTON, TkApp, needs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 pytestmark = pytest.mark.slow
@@ -33,12 +32,7 @@ def environment(display: str, server) -> dict[str, str]:
     }
 
 
-def call(name: str, **arguments: object) -> str:
-    parameters = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in arguments.items())
-    return f"<tool_call>\n<function={name}>\n{parameters}</function>\n</tool_call>"
-
-
-@pytest.mark.skipif(not gui_available(), reason="the gui extra (pynput) is not installed")
+@needs("pynput")
 def test_gui_agent_clicks_the_button_after_approval(display, app, openai_server):
     app.drain()
     # The button's centre as the model would write it: 0..1000 across the 1920x1080 screenshot.

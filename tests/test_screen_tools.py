@@ -6,9 +6,10 @@ import base64
 import io
 import sys
 
+import markup
 import pytest
 from PIL import Image
-from xdisplay import GREEN_SQUARE, RED, RED_SQUARE, TkApp
+from xdisplay import GREEN_SQUARE, RED, RED_SQUARE, TkApp, needs
 
 from agentcpm import Agent, Client, ImagePart, ScriptedBackend
 from agentcpm.errors import MissingDependencyError
@@ -36,6 +37,7 @@ def call(tools, name: str, **arguments):
     return next(t for t in tools if t.name == name).call(arguments)
 
 
+@needs("pynput")  # actions=True asks for the gui extra
 def test_tool_sets_and_approval():
     assert [t.name for t in screen_tools(actions=False)] == LOOKING
     tools = screen_tools(actions=True)
@@ -47,8 +49,7 @@ def test_tool_sets_and_approval():
 
 
 def test_without_the_gui_extra_the_actions_are_absent(monkeypatch):
-    assert screen_actions.gui_available()  # pynput is installed here (the gui extra)...
-    monkeypatch.setitem(sys.modules, "pynput", None)  # ...and now it cannot be imported
+    monkeypatch.setitem(sys.modules, "pynput", None)  # installed here or not, now it cannot be imported
     assert not screen_actions.gui_available()
     assert [t.name for t in screen_tools()] == LOOKING
     with pytest.raises(MissingDependencyError, match=r"agentcpm\[gui\]"):
@@ -133,10 +134,8 @@ def test_an_agent_sees_the_screenshot(display, app):
     x, y = (round(v) for v in ScreenSession().capture().from_screen(RED_SQUARE[0] + 100, RED_SQUARE[1] + 100))
     backend = ScriptedBackend(
         [
-            "<tool_call>\n<function=screenshot>\n</function>\n</tool_call>",
-            f"<tool_call>\n<function=zoom>\n<parameter=x1>\n{x - 60}\n</parameter>\n<parameter=y1>\n{y - 100}\n"
-            f"</parameter>\n<parameter=x2>\n{x + 60}\n</parameter>\n<parameter=y2>\n{y + 100}\n</parameter>\n"
-            "</function>\n</tool_call>",
+            markup.call("screenshot"),
+            markup.call("zoom", x1=x - 60, y1=y - 100, x2=x + 60, y2=y + 100),
             "A red square.",
         ]
     )

@@ -10,6 +10,12 @@ a white background; a red square at (100, 100, 200, 200); a green square at (160
 (400, 520, 400, 40). It prints one line per event: ``ready WINDOW_ID``, ``clicked``, ``entry <text>``,
 ``scrolled <delta>``, ``moved``. Commands on stdin, one per line:
 ``rect LEFT TOP WIDTH HEIGHT COLOR DELAY_MS`` paints a rectangle after a delay; ``quit``.
+
+What the screen tests need beyond the package (Xvfb, tkinter, the gui extra's pynput, tmux, xdotool) is checked
+by :func:`missing`; a test that lacks one skips, saying what is missing and how to install it::
+
+    pytestmark = needs("pynput")          # a whole module; or @needs("Xvfb") on one test
+    require("Xvfb")                       # inside a fixture or a test
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 RED = (255, 0, 0)
 GREEN = (0, 160, 0)
@@ -88,6 +96,47 @@ root.mainloop()
 """
 
 
+#: How to install each thing a screen test can need, as its skip reason says it.
+INSTALL = {
+    "Xvfb": "apt-get install xvfb",
+    "xdotool": "apt-get install xdotool",
+    "tmux": "apt-get install tmux",
+    "tkinter": "apt-get install python3-tk",
+    "pynput": 'pip install "agentcpm[gui]"',
+}
+_MODULES = {"tkinter": "_tkinter", "pynput": "pynput"}  # the rest are programs on PATH
+
+
+def _present(name: str) -> bool:
+    if name not in _MODULES:
+        return shutil.which(name) is not None
+    try:
+        return importlib.util.find_spec(_MODULES[name]) is not None
+    except ValueError:  # set to None in sys.modules: blocked on purpose
+        return False
+
+
+def missing(*names: str) -> str | None:
+    """Why a test that needs ``names`` (keys of :data:`INSTALL`) cannot run here; None when all are present."""
+    absent = [name for name in names if not _present(name)]
+    if not absent:
+        return None
+    return "not installed: " + ", ".join(f"{name} (`{INSTALL[name]}`)" for name in absent)
+
+
+def needs(*names: str) -> pytest.MarkDecorator:
+    """A skip mark for tests that need ``names``, with the reason from :func:`missing`."""
+    reason = missing(*names)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def require(*names: str) -> None:
+    """Skip the running test (or fixture) when one of ``names`` is missing."""
+    reason = missing(*names)
+    if reason is not None:
+        pytest.skip(reason)
+
+
 def free_display_number() -> int:
     """A display number with no X server (no lock file or socket)."""
     for number in range(90 + os.getpid() % 100, 400):
@@ -145,10 +194,7 @@ class TkApp:
         self.window = 0
 
     def __enter__(self) -> TkApp:
-        if importlib.util.find_spec("tkinter") is None:
-            import pytest
-
-            pytest.skip("tkinter is missing: `apt-get install python3-tk` (the test app is a Tk window)")
+        require("tkinter")  # the test app is a Tk window
         self.process = subprocess.Popen(
             [sys.executable, "-c", TK_SCRIPT],
             env={**os.environ, "DISPLAY": self.display},
@@ -197,7 +243,7 @@ class TkApp:
     def wait_for(self, prefix: str, timeout: float = 10.0) -> str:
         """The first event line starting with ``prefix`` (earlier ones are dropped)."""
         deadline = time.monotonic() + timeout
-        seen = []
+        seen: list[str] = []
         while True:
             try:
                 line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
