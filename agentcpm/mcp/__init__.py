@@ -10,7 +10,7 @@ package does not import the SDK; starting a server does (and says how to install
 See docs/mcp.md.
 """
 
-from ._server import Approval, MCPServer, amcp_tools, load_mcp_config, mcp_tools
+from .config import load_mcp_config
 from .errors import (
     MCPApprovalDenied,
     MCPConfigError,
@@ -19,6 +19,8 @@ from .errors import (
     MCPTimeoutError,
     MCPToolError,
 )
+from .naming import amcp_tools, mcp_tools
+from .server import Approval, MCPServer
 
 __all__ = [
     "Approval",
