@@ -159,6 +159,26 @@ class OutputValidationError(AgentError):
     """The final answer did not fit ``output_type`` even after re-asking."""
 
 
+class UsageLimitExceeded(AgentError):
+    """The run reached one of its :class:`~agentcpm.agent.UsageLimits`: ``limit`` names it (``"requests"``,
+    ``"tool_calls"``, ``"input_tokens"``, ``"output_tokens"``, ``"total_tokens"``, ``"seconds"``, ``"images"``),
+    ``value`` is the limit, ``usage`` what the run had used; ``messages`` holds the conversation so far."""
+
+    def __init__(
+        self,
+        message: str,
+        messages: list[Any] | None = None,
+        *,
+        limit: str = "",
+        value: float | None = None,
+        usage: Any = None,
+    ) -> None:
+        super().__init__(message, messages)
+        self.limit = limit
+        self.value = value
+        self.usage = usage
+
+
 class ApprovalError(AgentError, TypeError):
     """An approval callback answered with neither a bool nor a string (the call was not run)."""
 

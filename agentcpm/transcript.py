@@ -10,7 +10,15 @@ resumed run runs just those), and :meth:`Transcript.load` gives the conversation
 
 Line types: ``{"type": "run", "continues": bool, ...}`` opens a run (a run that does not continue a
 history starts a new conversation), ``{"type": "message", "step": N, "message": {...}}``,
-``{"type": "step", "step": N, "usage": {...}, ...}`` and ``{"type": "end", "output": ...}``.
+``{"type": "step", "step": N, "usage": {...}, ...}``, ``{"type": "pending", "step": N, "calls": [...]}``
+(calls waiting for approval, ``approval="later"``) and ``{"type": "end", "output": ...}``.
+
+A run that ended with calls pending is continued from any process:
+
+>>> for call in Transcript.load_pending("runs/today.jsonl"):    # doctest: +SKIP
+...     print(call.id, call.tool, call.arguments, call.reason)
+>>> agent.run(history=Transcript.load("runs/today.jsonl"), transcript="runs/today.jsonl",
+...           approvals={"call_1": True, "call_2": Rejected("not on production")})  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,12 +28,16 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import TranscriptError
 from .tools import dumps_exact, text_int
 from .types import ImagePart, Message, TextPart, ToolCall, VideoPart
+
+if TYPE_CHECKING:
+    from .agent.events import PendingCall
 
 __all__ = ["Transcript", "load_messages", "save_messages"]
 
@@ -73,6 +85,10 @@ class Transcript:
 
     def step(self, step: int, **info: Any) -> None:
         self._write({"type": "step", "step": step, **info})
+
+    def pending(self, calls: list[dict[str, Any]], step: int) -> None:
+        """Record the calls a run left waiting for approval (each: id, tool, arguments, reason)."""
+        self._write({"type": "pending", "step": step, "calls": calls})
 
     def end(self, **info: Any) -> None:
         self._write({"type": "end", "time": time.time(), **info})
@@ -128,39 +144,66 @@ class Transcript:
         line raises :class:`~agentcpm.errors.TranscriptError` naming the file and line. Tool results, written
         as each call ended, come back in the order the model made the calls.
         """
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise TranscriptError(f"cannot read the transcript {path}: {exc}") from exc
-        lines = data.split(b"\n")
-        torn = lines.pop()  # b"" when the file ends with a newline; else the line in flight at a kill
-        if torn.strip() and _parse(torn) is not None:
-            lines.append(torn)  # a complete record that only lacks its newline
+        return cls._read(Path(path))[0]
+
+    @classmethod
+    def load_pending(cls, path: str | os.PathLike[str]) -> list[PendingCall]:
+        """The calls the last run left waiting for approval and still undecided (empty when none): what
+        ``agent.run(history=Transcript.load(path), approvals=...)`` decides."""
+        from .agent.events import PendingCall
+
+        messages, recorded = cls._read(Path(path))
+        answered = {m.tool_call_id for m in messages if m.role == "tool"}
+        last = next((m for m in reversed(messages) if m.role == "assistant"), None)
+        if last is None or messages[-1].role not in ("assistant", "tool"):
+            return []
+        calls = [c for c in last.tool_calls if c.id not in answered]
+        return [PendingCall.from_dict(recorded[c.id]) for c in calls if c.id in recorded]
+
+    @classmethod
+    def _read(cls, path: Path) -> tuple[list[Message], dict[str, dict[str, Any]]]:
+        """The last conversation's messages, and the pending calls recorded for it, by id."""
         messages: list[Message] = []
-        for number, raw in enumerate(lines, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"), parse_int=text_int)
-            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-                raise TranscriptError(
-                    f"{path}:{number} is not a JSON line ({exc}); the file is damaged: delete or repair that line"
-                ) from exc
+        pending: dict[str, dict[str, Any]] = {}
+        for number, raw, record in _records(path):
             try:
                 if not isinstance(record, dict) or not isinstance(record.get("type"), str):
                     raise TypeError("not an object with a type")
                 if record["type"] == "run" and not record.get("continues"):
-                    messages = []
+                    messages, pending = [], {}
                 elif record["type"] == "message":
                     messages.append(_load_message(record["message"], path.parent))
+                elif record["type"] == "pending":
+                    pending.update({str(call["id"]): call for call in record["calls"]})
             except (KeyError, TypeError, ValueError, AttributeError) as exc:  # pydantic errors are ValueErrors
                 what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).strip().splitlines()[0]
                 raise TranscriptError(
                     f"{path}:{number} is not a valid agentcpm transcript line ({what}): "
                     f"{raw[:80].decode('utf-8', 'replace')}; delete or repair that line"
                 ) from exc
-        return _results_in_call_order(messages)
+        return _results_in_call_order(messages), pending
+
+
+def _records(path: Path) -> Iterator[tuple[int, bytes, Any]]:
+    """(line number, raw line, parsed JSON) of each line; a last line torn by a kill is skipped."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TranscriptError(f"cannot read the transcript {path}: {exc}") from exc
+    lines = data.split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with a newline; else the line in flight at a kill
+    if torn.strip() and _parse(torn) is not None:
+        lines.append(torn)  # a complete record that only lacks its newline
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"), parse_int=text_int)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise TranscriptError(
+                f"{path}:{number} is not a JSON line ({exc}); the file is damaged: delete or repair that line"
+            ) from exc
+        yield number, raw, record
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

@@ -3,9 +3,10 @@ approval from :mod:`.approval` and tool execution from :mod:`.execution`; :mod:`
 reports."""
 
 from .agent import DEFAULT_FINAL_PROMPT, Agent, EventCallback
-from .approval import Approval
+from .approval import Approval, Approvals, Rejected
 from .events import (
     AgentEvent,
+    PendingCall,
     RunFinished,
     RunResult,
     RunUsage,
@@ -16,13 +17,17 @@ from .events import (
     ToolRunStarted,
     ToolStarted,
 )
+from .limits import UsageLimits
 
 __all__ = [
     "DEFAULT_FINAL_PROMPT",
     "Agent",
     "AgentEvent",
     "Approval",
+    "Approvals",
     "EventCallback",
+    "PendingCall",
+    "Rejected",
     "RunFinished",
     "RunResult",
     "RunUsage",
@@ -32,4 +37,5 @@ __all__ = [
     "ToolRunFinished",
     "ToolRunStarted",
     "ToolStarted",
+    "UsageLimits",
 ]

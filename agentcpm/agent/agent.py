@@ -26,8 +26,9 @@ from .. import _sync
 from ..errors import ConfigurationError
 from ..tools import Tool, as_tools
 from ..types import Message, MessageInput
-from .approval import Approval
+from .approval import Approval, Approvals
 from .events import AgentEvent, RunFinished, RunResult
+from .limits import UsageLimits
 from .run import Run
 
 if TYPE_CHECKING:
@@ -54,8 +55,11 @@ class Agent:
     ``requires_approval``: ``"ask"`` (a y/N prompt, only when stdin is a terminal; otherwise the call is
     refused with a message saying so), ``"allow"``, ``"deny"`` or a callable ``approve(call)`` (may be async)
     that approves only by returning ``True`` or ``"y"``/``"yes"``; ``False``, ``None`` or any other string
-    refuse, and any other value raises :class:`~agentcpm.errors.ApprovalError` (the call is never run). A
-    tool's own ``approval`` (an MCP server's) is asked first. ``tool_timeout``: seconds per call unless the
+    refuse, and any other value raises :class:`~agentcpm.errors.ApprovalError` (the call is never run);
+    ``"later"`` asks nobody: the run ends with ``result.pending`` (saved in the transcript) and a later run
+    decides them with ``approvals={call_id: True | False | Rejected("why")}``. A tool's own ``approval`` (an
+    MCP server's) is asked first. ``limits``: a :class:`UsageLimits` budget for each run (a run's
+    ``limits=`` replaces it). ``tool_timeout``: seconds per call unless the
     tool sets its own. ``tool_retries``: invalid-argument attempts allowed per tool in a row before the run
     ends. ``repeat_limit``: the same call with the same arguments this many times in a row is refused (None:
     never). ``keep_images``: images from tools kept in what the model sees (older ones become
@@ -85,11 +89,16 @@ class Agent:
         final_prompt: str | None = DEFAULT_FINAL_PROMPT,
         options: dict[str, Any] | None = None,
         on_event: EventCallback | Sequence[EventCallback] | None = None,
+        limits: UsageLimits | None = None,
     ) -> None:
         if max_steps < 1:
             raise ConfigurationError(f"max_steps must be at least 1, got {max_steps}")
-        if approval not in ("ask", "allow", "deny") and not callable(approval):
-            raise ConfigurationError(f'approval must be "ask", "allow", "deny" or a callable, got {approval!r}')
+        if approval not in ("ask", "allow", "deny", "later") and not callable(approval):
+            raise ConfigurationError(
+                f'approval must be "ask", "allow", "deny", "later" or a callable, got {approval!r}'
+            )
+        if limits is not None and not isinstance(limits, UsageLimits):
+            raise ConfigurationError(f"limits must be a UsageLimits, got {type(limits).__name__}")
         if keep_images < 0 or (max_images_per_request is not None and max_images_per_request < 0):
             raise ConfigurationError("keep_images and max_images_per_request must be 0 or more")
         if repeat_limit is not None and repeat_limit < 2:
@@ -110,6 +119,7 @@ class Agent:
         self.output_retries = output_retries
         self.final_prompt = final_prompt
         self.options = dict(options or {})
+        self.limits = limits
         self.on_event: list[EventCallback] = (
             [] if on_event is None else [on_event] if callable(on_event) else list(on_event)
         )
@@ -134,14 +144,20 @@ class Agent:
         images: Sequence[Any] | None = None,
         history: History | None = None,
         transcript: str | Path | None = None,
+        limits: UsageLimits | None = None,
+        approvals: Approvals | None = None,
     ) -> RunResult:
         """Run until the model answers without tool calls; returns a :class:`RunResult`.
 
         ``history``: earlier messages to continue from (``result.messages`` or ``Transcript.load(path)``;
         calls left unanswered there run first). ``transcript``: a JSONL path to append the run to.
+        ``limits``: this run's budget (else the agent's). ``approvals``: decisions on the calls left pending
+        by ``approval="later"``, by call id: ``True`` runs it, ``False`` or ``Rejected(message)`` refuses it.
         Ctrl-C stops the run cleanly and raises :class:`~agentcpm.errors.AgentCancelled` with the messages.
         """
-        return _sync.run(lambda: _last_result(self._events(input, images, history, transcript, blocking=True)))
+        return _sync.run(
+            lambda: _last_result(self._events(input, images, history, transcript, limits, approvals, blocking=True))
+        )
 
     async def arun(
         self,
@@ -150,10 +166,12 @@ class Agent:
         images: Sequence[Any] | None = None,
         history: History | None = None,
         transcript: str | Path | None = None,
+        limits: UsageLimits | None = None,
+        approvals: Approvals | None = None,
     ) -> RunResult:
         """The async form of :meth:`run`. Cancelling its task raises :class:`~agentcpm.errors.AgentCancelled`
         (not ``CancelledError``), carrying the messages so far."""
-        return await _last_result(self._events(input, images, history, transcript, blocking=False))
+        return await _last_result(self._events(input, images, history, transcript, limits, approvals, blocking=False))
 
     def stream(
         self,
@@ -162,6 +180,8 @@ class Agent:
         images: Sequence[Any] | None = None,
         history: History | None = None,
         transcript: str | Path | None = None,
+        limits: UsageLimits | None = None,
+        approvals: Approvals | None = None,
     ) -> Iterator[AgentEvent]:
         """Run, yielding the client's text, reasoning and tool-call events, then ``ToolRunStarted``,
         ``ToolRunFinished``, ``StepFinished`` and finally ``RunFinished(result)``. Each event has a ``type``.
@@ -169,7 +189,7 @@ class Agent:
         >>> for event in agent.stream("Weather in Paris?"):             # doctest: +SKIP
         ...     if event.type == "content.delta": print(event.text, end="")
         """
-        return _sync.iterate(lambda: self._events(input, images, history, transcript, blocking=True))
+        return _sync.iterate(lambda: self._events(input, images, history, transcript, limits, approvals, blocking=True))
 
     def astream(
         self,
@@ -178,9 +198,11 @@ class Agent:
         images: Sequence[Any] | None = None,
         history: History | None = None,
         transcript: str | Path | None = None,
+        limits: UsageLimits | None = None,
+        approvals: Approvals | None = None,
     ) -> AsyncIterator[AgentEvent]:
         """The async form of :meth:`stream`."""
-        return self._events(input, images, history, transcript, blocking=False)
+        return self._events(input, images, history, transcript, limits, approvals, blocking=False)
 
     def _events(
         self,
@@ -188,10 +210,12 @@ class Agent:
         images: Sequence[Any] | None,
         history: History | None,
         transcript: str | Path | None,
+        limits: UsageLimits | None,
+        approvals: Approvals | None,
         *,
         blocking: bool,
     ) -> AsyncGenerator[AgentEvent, None]:
-        events = Run(self, input, images, history, transcript, blocking).loop()
+        events = Run(self, input, images, history, transcript, blocking, limits, approvals).loop()
         return _with_callbacks(events, self.on_event) if self.on_event else events
 
 

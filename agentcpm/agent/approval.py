@@ -3,24 +3,61 @@
 The terminal prompt is used only when the caller asked for it (``approval="ask"``) and stdin is a terminal;
 without one the call is refused with a message that says what to pass instead, so library code never blocks
 on stdin. A tool may carry its own ``approval`` (an MCP server's setting): it is asked before the agent's.
+``"later"`` asks nobody: the run ends with the calls pending (:class:`~agentcpm.agent.PendingCall`) and any
+later process decides them (``approvals={call_id: True | Rejected("why")}``).
 """
 
 from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import ApprovalError
 from ..tools import Tool, display_call, run_in_thread
 from ..types import Message, ToolCall
 
-Approval = Literal["ask", "allow", "deny"] | Callable[[ToolCall], "bool | str | Awaitable[bool | str | None] | None"]
+Approval = (
+    Literal["ask", "allow", "deny", "later"] | Callable[[ToolCall], "bool | str | Awaitable[bool | str | None] | None"]
+)
 
 #: True while a call the agent has already approved runs (an MCP tool then does not ask its callback again).
 granted: ContextVar[bool] = ContextVar("agentcpm_approval_granted", default=False)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A decision on a pending call: do not run it; ``message`` (optional) is what the model is told why."""
+
+    message: str | None = None
+
+
+#: Decisions on pending calls, by call id: ``True`` runs the call, ``False`` or :class:`Rejected` refuses it.
+Approvals = Mapping[str, "bool | Rejected"]
+
+
+def rejection(call: ToolCall, decision: bool | Rejected) -> str:
+    """What the model reads for a pending call that was rejected."""
+    message = decision.message if isinstance(decision, Rejected) else None
+    return f"{refusal(call)} The user said: {message}" if message else refusal(call)
+
+
+def deferral(tool: Tool, approval: Approval) -> str | None:
+    """With ``approval="later"``: why this call must wait for a decision (None: it needs none, or the tool's
+    own approval decides it now)."""
+    if approval != "later":
+        return None
+    own = getattr(tool, "approval", None)
+    if own == "allow" or callable(own):
+        return None
+    if own == "ask":
+        return f"{tool.name} comes from a server whose tools need approval"
+    if tool.requires_approval:
+        return f"{tool.name} is marked requires_approval"
+    return None
 
 
 def refusal(call: ToolCall) -> str:
@@ -46,7 +83,7 @@ async def decide(tool: Tool, call: ToolCall, approval: Approval, messages: list[
         return None
     if approval == "allow":
         return None
-    if approval == "deny":
+    if approval == "deny" or approval == "later":  # (a call "later" defers never gets here: the run decides)
         return refusal(call)
     if approval == "ask":
         if not _stdin_is_a_terminal():

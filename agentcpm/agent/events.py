@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ..types import Message, StreamEvent, ToolCall, ToolResult, Usage
 
 __all__ = [
     "AgentEvent",
+    "PendingCall",
     "RunFinished",
     "RunResult",
     "RunUsage",
@@ -23,13 +24,15 @@ __all__ = [
 
 @dataclass
 class RunUsage:
-    """What a run cost: tokens and requests summed over its steps, tool calls made, wall time in seconds."""
+    """What a run cost: tokens and requests summed over its steps, tool calls made, images sent (each image
+    counted once per request that carried it), wall time in seconds."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     requests: int = 0
     tool_calls: int = 0
     duration: float = 0.0
+    images: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -49,14 +52,46 @@ class Step:
 
 
 @dataclass
+class PendingCall:
+    """A call waiting for a decision (``Agent(approval="later")``): its ``id``, the ``tool``, the
+    ``arguments``, ``reason`` (why it needs approval) and the ``step`` that made it."""
+
+    id: str
+    tool: str
+    arguments: dict[str, Any]
+    reason: str
+    step: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "tool": self.tool, "arguments": self.arguments, "reason": self.reason, "step": self.step}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PendingCall:
+        return cls(
+            str(data["id"]),
+            str(data["tool"]),
+            dict(data.get("arguments") or {}),
+            str(data.get("reason", "")),
+            int(data.get("step", 0)),
+        )
+
+
+@dataclass
 class RunResult:
     """The outcome of :meth:`Agent.run`: ``output`` (text, or an ``output_type`` instance), the whole
-    conversation (images included), the steps and the summed usage."""
+    conversation (images included), the steps and the summed usage.
+
+    ``pending``: calls waiting for approval (``approval="later"``): the run stopped there, ``output`` is None;
+    continue with ``agent.run(history=result.messages, approvals={id: True, ...})`` (or from the transcript).
+    ``limit``: the :class:`~agentcpm.agent.UsageLimits` field that was reached when the output is the final
+    answer asked for without tools (``final_answer=True``); None otherwise."""
 
     output: Any
     messages: list[Message]
     steps: list[Step]
     usage: RunUsage
+    pending: list[PendingCall] = field(default_factory=list)
+    limit: str | None = None
 
 
 @dataclass(slots=True)

@@ -17,17 +17,21 @@ from .policy import Decision, error_result
 CANCELLED = "Cancelled by the user before it finished."
 
 
-async def execute(decision: Decision, default_timeout: float | None) -> Decision:
-    """Run one approved call; its failure or timeout becomes the error result the model reads."""
+async def execute(decision: Decision, default_timeout: float | None, deadline: float | None = None) -> Decision:
+    """Run one approved call; its failure or timeout becomes the error result the model reads. ``deadline``
+    (``time.monotonic()``): the run's time limit, which stops the call too."""
     if tracing.tracer is not None:  # inside an ``execute_tool`` span (agentcpm.tracing)
-        return await tracing.tool_call(decision.call, lambda: _execute(decision, default_timeout))
-    return await _execute(decision, default_timeout)
+        return await tracing.tool_call(decision.call, lambda: _execute(decision, default_timeout, deadline))
+    return await _execute(decision, default_timeout, deadline)
 
 
-async def _execute(decision: Decision, default_timeout: float | None) -> Decision:
+async def _execute(decision: Decision, default_timeout: float | None, deadline: float | None) -> Decision:
     tool, call = decision.tool, decision.call
     assert tool is not None
     timeout = tool.timeout if tool.timeout is not None else default_timeout
+    by_deadline = False
+    if deadline is not None and (timeout is None or deadline - time.monotonic() < timeout):
+        timeout, by_deadline = max(deadline - time.monotonic(), 0.0), True
 
     async def attempt() -> ToolResult:
         approved = granted.set(True)  # the call was approved (or needed no approval): an MCP tool asks no more
@@ -47,7 +51,11 @@ async def _execute(decision: Decision, default_timeout: float | None) -> Decisio
     try:
         decision.result = await (attempt() if timeout is None else asyncio.wait_for(attempt(), timeout))
     except asyncio.TimeoutError:
-        decision.error = f"{call.name} timed out after {timeout:g} s and was stopped; its result is lost."
+        decision.error = (
+            f"{call.name} was stopped: the run's time limit ran out; its result is lost."
+            if by_deadline
+            else f"{call.name} timed out after {timeout:g} s and was stopped; its result is lost."
+        )
         decision.result = error_result(call, decision.error)
     decision.result.duration = time.perf_counter() - started
     return decision
@@ -60,6 +68,7 @@ async def run_calls(
     parallel: bool,
     default_timeout: float | None,
     record: Callable[[Decision], None],
+    deadline: float | None = None,
 ) -> AsyncGenerator[AgentEvent, None]:
     """Report the refused calls, then run the others (concurrently when ``parallel`` and no tool is
     ``sequential``). ``record`` writes each result the moment it is known. On cancellation every call still
@@ -81,9 +90,9 @@ async def run_calls(
         for decision in ready:
             yield ToolRunStarted(step, decision.call)
             if concurrent:
-                tasks.append(asyncio.ensure_future(execute(decision, default_timeout)))
+                tasks.append(asyncio.ensure_future(execute(decision, default_timeout, deadline)))
             else:
-                yield finished(await execute(decision, default_timeout))
+                yield finished(await execute(decision, default_timeout, deadline))
         for future in asyncio.as_completed(tasks):
             yield finished(await future)
     except (asyncio.CancelledError, KeyboardInterrupt):
