@@ -480,3 +480,32 @@ def test_500_is_openai_json_without_traceback(stream: bool) -> None:
     response = asyncio.run(main())
     error = error_of(response, 500)
     assert error["type"] == "server_error" and "secret" not in response.text
+
+
+def test_the_listening_socket_is_tcp_so_responses_are_not_held_back() -> None:
+    """asyncio sets TCP_NODELAY only on sockets created with proto=IPPROTO_TCP; without it each response
+    (headers and body are separate writes) waited ~40 ms for the client's delayed ACK."""
+    import asyncio
+    import socket
+
+    from agentcpm.serve.main import bind
+
+    listener = bind("127.0.0.1", 0)
+
+    async def accepted_nodelay() -> int:
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            done.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        try:
+            return await asyncio.wait_for(done, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(accepted_nodelay()) == 1
