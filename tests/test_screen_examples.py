@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 import time
@@ -38,15 +39,23 @@ def test_gui_agent_clicks_the_button_after_approval(display, app, openai_server)
     # The button's centre as the model would write it: 0..1000 across the 1920x1080 screenshot.
     x, y = round((BUTTON[0] + BUTTON[2] / 2) * 1000 / 1920), round((BUTTON[1] + BUTTON[3] / 2) * 1000 / 1080)
     openai_server.push(call("screenshot"), call("click", x=x, y=y), "I pressed the button.")
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "gui_agent.py"), "Press the button"],
-        env=environment(display, openai_server),
-        input="y\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    # approval="ask" asks only a terminal (a pipe is refused), so stdin is a pty, answered "y" as a person would.
+    terminal, its_end = pty.openpty()
+    try:
+        os.write(terminal, b"y\n")
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / "gui_agent.py"), "Press the button"],
+            env=environment(display, openai_server),
+            stdin=its_end,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(its_end)
+        os.close(terminal)
     assert done.returncode == 0, done.stderr
+    assert "[y/N]" in done.stdout  # it asked
     assert done.stdout.strip().endswith("I pressed the button.")
     app.wait_for("clicked")
     # The model was shown the screenshot, and the screen after the click.
