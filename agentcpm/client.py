@@ -74,6 +74,7 @@ class Client:
         timeout: float | None = None,
     ) -> None:
         self.defaults = GenerationOptions(
+        cache: bool | int | str | Any = True,
             max_tokens=max_tokens,
             temperature=temperature,
             top_p=top_p,
@@ -106,7 +107,7 @@ class Client:
             from .backends.local import LocalBackend
 
             self._model = self._model or DEFAULT_MODEL
-            self.backend = LocalBackend(self._model, device=device, dtype=dtype)
+            self.backend = LocalBackend(self._model, device=device, dtype=dtype, cache=cache)
 
     @property
     def model(self) -> str | None:

@@ -104,7 +104,10 @@ def test_usage_counts_image_tokens_and_several_images(client):
     assert two.usage.prompt_tokens - one.usage.prompt_tokens == per_image
     without_ids = client.chat(WEATHER_QUESTION, images=[picture()], max_tokens=1, use_image_id=False)
     assert one.usage.prompt_tokens - without_ids.usage.prompt_tokens == 3
-    assert [a.usage.images_encoded for a in (none, one, two)] == [0, 1, 2]
+    # The prefix cache (on by default) encodes an image once per client: only images not seen before count.
+    new = client.chat(WEATHER_QUESTION, images=[picture(color="#123456"), picture(color="#654321")], max_tokens=1)
+    seen = client.chat(WEATHER_QUESTION, images=[picture(color="#654321")], max_tokens=1)
+    assert [a.usage.images_encoded for a in (none, new, seen)] == [0, 2, 0]
 
 
 def test_downsample_4x_gives_about_four_times_the_image_tokens(client):
@@ -191,7 +194,8 @@ def generated(backend: LocalBackend, request: Request) -> list:
 def test_generate_yields_start_text_usage_finish_on_every_path(client, blocking, stream):
     """The raw chunks themselves (the engine does the parsing): the same on the calling thread, a background
     thread with thread waits, and the async hand-offs."""
-    messages = [Message("user", [ImagePart(picture()), THINK_QUESTION])]
+    new_image = picture(color=(10 + 20 * blocking, 10 + 20 * stream, 99))  # not seen before by this client's cache
+    messages = [Message("user", [ImagePart(new_image), THINK_QUESTION])]
     options = GenerationOptions(thinking=True)
     chunks = generated(client.backend, Request(messages, [], options, stream=stream, blocking=blocking))
     assert chunks[0] == StartChunk(in_reasoning=True)  # the prompt ends inside <think>

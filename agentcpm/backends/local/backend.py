@@ -21,7 +21,9 @@ from typing import Any
 from ...errors import BadRequestError
 from ...types import ImagePart, Message, TextPart, VideoPart
 from ..base import GenerationOptions, RawChunk, Request, StartChunk, TextChunk
-from .generation import Output, Prompt, Run, acquire, handed_over, on_this_thread
+from .cache import CacheSetting, Layout, PrefixCache, analyse, cache_config
+from .cached import CachedOutput, CachedRun
+from .generation import Prompt, Run, acquire, handed_over, on_this_thread
 from .loading import DEFAULT_MAX_TOKENS, LoadedModel, _has_torchvision, _import_torch, _video_error, load_model
 
 
@@ -32,6 +34,7 @@ class _Prepared:
     kwargs: dict[str, Any]
     prompt: Prompt
     thinking: bool  # the prompt ends inside <think>
+    layout: Layout | None = None  # set when the prefix cache is on and the prompt can use it
 
 
 def _to_hf_message(message: Message) -> dict[str, Any]:
@@ -64,16 +67,24 @@ class LocalBackend:
     ``device``: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N``, ``mps``. ``dtype``:
     ``auto`` (bfloat16 on CUDA, float16 on MPS, float32 on CPU), ``bfloat16``, ``float16``, ``float32``.
     Nothing is loaded until the first call (or :meth:`load`). The model is shared by every backend asking for
-    the same model, device and dtype, and generates one answer at a time.
+    the same model, device and dtype, and generates one answer at a time. ``cache``: what is kept between
+    requests so that each computes only its new tokens and images (:mod:`~agentcpm.backends.local.cache`):
+    True (the default budget, 2 GiB), False, a size (``"512MB"``) or a
+    :class:`~agentcpm.backends.local.cache.CacheConfig`; :attr:`cache` is then the
+    :class:`~agentcpm.backends.local.cache.PrefixCache` (None when off).
 
     >>> backend = LocalBackend("openbmb/MiniCPM-V-4.6", device="cpu")  # doctest: +SKIP
     >>> Client(backend=backend).chat("Hi").content  # doctest: +SKIP
     """
 
-    def __init__(self, model: str, *, device: str | None = None, dtype: str | None = None) -> None:
+    def __init__(
+        self, model: str, *, device: str | None = None, dtype: str | None = None, cache: CacheSetting = True
+    ) -> None:
         self.model = str(model)
         self.device = device
         self.dtype = dtype
+        config = cache_config(cache)
+        self.cache: PrefixCache | None = PrefixCache(config) if config.enabled else None
         self._runs: set[Run] = set()
 
     def __repr__(self) -> str:
@@ -92,7 +103,7 @@ class LocalBackend:
         else:
             prepared = await asyncio.to_thread(self._prepare, request)
         run = self._new_run(prepared)
-        output = Output(run, prepared.prompt)
+        output = CachedOutput(run, prepared.prompt)
         lock = prepared.loaded.lock
         try:
             yield StartChunk(prepared.thinking)
@@ -143,7 +154,8 @@ class LocalBackend:
             stop_ids=frozenset(stop_ids),
             stop=options.stop,
         )
-        return _Prepared(loaded, inputs, kwargs, prompt, thinking=tail.rstrip("\n").endswith("<think>"))
+        layout = analyse(loaded, inputs, mode) if self.cache is not None else None
+        return _Prepared(loaded, inputs, kwargs, prompt, tail.rstrip("\n").endswith("<think>"), layout)
 
     @staticmethod
     def _inputs(loaded: LoadedModel, request: Request, mode: str) -> Any:
@@ -215,6 +227,9 @@ class LocalBackend:
 
     def _new_run(self, prepared: _Prepared) -> Run:
         """The run that calls ``model.generate`` with the prepared inputs; from here on :meth:`close` stops it."""
-        run = Run(prepared.loaded, prepared.inputs, dict(prepared.kwargs))
+        if self.cache is not None and prepared.layout is not None:
+            run: Run = CachedRun(prepared.loaded, prepared.inputs, dict(prepared.kwargs), self.cache, prepared.layout)
+        else:
+            run = Run(prepared.loaded, prepared.inputs, dict(prepared.kwargs))
         self._runs.add(run)
         return run

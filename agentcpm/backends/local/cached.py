@@ -1,0 +1,164 @@
+"""A generation that starts from a kept model state (:mod:`.cache`): under the model's lock it finds the longest
+kept prefix, encodes only the images it has no features for, computes the prompt up to the end of the last
+user turn (keeping a copy there), hands the rest to ``generate`` (keeping a copy at the end of the prompt) and
+stores its new states only once the model ran without error."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+from ..base import UsageChunk
+from .cache import CacheUse, Layout, PrefixCache, PromptImage, keep, state_key
+from .generation import Output, Run
+from .loading import LoadedModel
+
+
+def _cache_argument(model: Any) -> str:
+    """``cache`` since transformers 5.24, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+class CachedRun(Run):
+    """A :class:`~.generation.Run` that computes only the part of its prompt no kept state covers."""
+
+    def __init__(
+        self, loaded: LoadedModel, inputs: Any, kwargs: dict[str, Any], store: PrefixCache, layout: Layout
+    ) -> None:
+        super().__init__(loaded, inputs, kwargs)
+        self.store, self.layout = store, layout
+        self.use = CacheUse(prompt_tokens=layout.length, images=len(layout.images))
+        self._request = 0
+        self._cache: Any = None
+        self._pending: list[Any] = []
+        self._prompt_kept = False
+
+    def generate(self, on_tokens: Any) -> None:
+        """As :meth:`Run.generate`, from the longest kept state; new states are stored only on success."""
+        self.on_tokens = on_tokens
+        try:
+            import torch
+            from transformers import StoppingCriteriaList, set_seed
+
+            seed = self.kwargs.pop("seed", None)
+            if seed is not None:
+                set_seed(seed)
+            with torch.inference_mode():
+                arguments = self._prefill()
+                self.loaded.model.generate(
+                    **arguments, **self.kwargs, streamer=self, stopping_criteria=StoppingCriteriaList([self])
+                )
+            for state in self._pending:
+                self.store.put_state(state)
+            self.store.record(self.use)
+        except Exception as exc:  # raised by Output.finish as a BackendError
+            self.error = exc
+        finally:
+            self._cache, self._pending = None, []
+            self.loaded.lock.release()
+
+    def put(self, value: Any) -> None:
+        if self._prompt_seen and not self._prompt_kept:  # the first new token: the cache holds the whole prompt
+            self._prompt_kept = True
+            self._keep(self.layout.length)
+        super().put(value)
+
+    # ------------------------------------------------------------------------------------------------------
+    def _prefill(self) -> dict[str, Any]:
+        """Take the longest kept state, encode the missing images, compute up to the end of the last user turn;
+        the ``generate`` arguments for the rest."""
+        import torch
+        from transformers import DynamicCache
+
+        model, layout = self.loaded.model, self.layout
+        self._request = self.store.bind(model)
+        kept = self.store.lookup(layout, limit=layout.length - 1)  # generate needs at least one new token
+        start = kept.length if kept is not None else 0
+        cache = copy.deepcopy(kept.cache) if kept is not None else DynamicCache(config=model.config)
+        self._cache = cache
+        features = self._features([image for image in layout.images if image.end > start])
+        input_ids = self.inputs["input_ids"]
+        name = _cache_argument(model)
+        split = layout.split
+        if split is not None and split > start:
+            part = self._images_in(start, split, features)
+            encoded = {"image": part} if part is not None else None
+            model.model(
+                input_ids=input_ids[:, start:split],
+                use_cache=True,
+                mm_encoder_outputs=encoded,
+                downsample_mode=self.kwargs.get("downsample_mode"),
+                **{name: cache},
+            )
+            self._keep(split)
+            start_of_rest = split
+        else:
+            start_of_rest = start
+        self.use.cached_tokens = kept.length if kept is not None else 0
+        self.use.tokens_computed = layout.length - self.use.cached_tokens
+        arguments: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            name: cache,
+        }
+        rest = self._images_in(start_of_rest, layout.length, features)
+        if rest is not None:
+            arguments["mm_encoder_outputs"] = {"image": rest}
+        return arguments
+
+    def _features(self, images: list[PromptImage]) -> dict[bytes, list[Any]]:
+        """Each image's encoder output: kept ones as they are, the others encoded together now and kept."""
+        found: dict[bytes, list[Any]] = {}
+        missing: dict[bytes, PromptImage] = {}
+        for image in images:
+            kept = self.store.feature(image.key)
+            if kept is not None:
+                found[image.key] = kept
+            else:
+                missing.setdefault(image.key, image)
+        if missing:
+            import torch
+
+            pixels, sizes = self.inputs["pixel_values"], self.inputs["target_sizes"]
+            todo = list(missing.values())
+            packed = torch.cat([pixels[..., i.columns[0] : i.columns[1]] for i in todo], dim=-1)
+            rows = torch.cat([sizes[i.slices.start : i.slices.stop] for i in todo], dim=0)
+            output = self.loaded.model.model.get_image_features(
+                packed, rows, downsample_mode=self.kwargs.get("downsample_mode")
+            )
+            slices = list(output.pooler_output)
+            for image in todo:
+                found[image.key] = slices[: len(image.slices)]
+                del slices[: len(image.slices)]
+                self.store.put_feature(image.key, found[image.key])
+            self.use.images_encoded = len(todo)
+        return found
+
+    def _images_in(self, start: int, end: int, features: dict[bytes, list[Any]]) -> Any:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        slices = [s for image in self.layout.images if start <= image.start < end for s in features[image.key]]
+        # the model takes a list of per-slice tensors here (it concatenates them)
+        return BaseModelOutputWithPooling(pooler_output=slices) if slices else None  # type: ignore[arg-type]
+
+    def _keep(self, length: int) -> None:
+        """Keep a copy of the cache as it is now (after ``length`` prompt tokens), stored once the run succeeds."""
+        tokens = self.layout.tokens[: length * 8]
+        images = self.layout.keys_before(length)
+        if self._cache is None or self.store.has_state(state_key(tokens, images)):
+            return
+        self._pending.append(keep(self._cache, tokens, length, images, self._request))
+
+
+class CachedOutput(Output):
+    """The usage of a cached run says how many prompt tokens came from the cache and how many images were
+    encoded."""
+
+    def usage(self) -> UsageChunk:
+        usage = super().usage()
+        run = self.run
+        if isinstance(run, CachedRun):
+            usage.cached_tokens = run.use.cached_tokens
+            usage.images_encoded = run.use.images_encoded
+        return usage
