@@ -72,9 +72,9 @@ class Client:
         max_slice_nums: int | None = None,
         use_image_id: bool | None = None,
         timeout: float | None = None,
+        cache: bool | int | str | Any = True,
     ) -> None:
         self.defaults = GenerationOptions(
-        cache: bool | int | str | Any = True,
             max_tokens=max_tokens,
             temperature=temperature,
             top_p=top_p,
