@@ -44,6 +44,8 @@ def attach_images(messages: list[Message], images: Sequence[Any] | None) -> list
 class Client:
     """Talks to MiniCPM-V 4.6 on a server (``base_url``) or in this process (no ``base_url``).
 
+    ``base_url`` may be several replicas (a list, or comma-separated): requests then spread over them with
+    failover and conversation affinity (:mod:`agentcpm.backends.replicas`).
     Configuration comes from the arguments, else the environment: ``AGENTCPM_BASE_URL``,
     ``AGENTCPM_MODEL``, ``AGENTCPM_API_KEY`` (then ``OPENAI_API_KEY``). Generation options given here
     (``max_tokens=512``, ``thinking=True``, ...) are defaults for every call; each call can override them.
@@ -52,7 +54,7 @@ class Client:
 
     def __init__(
         self,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         model: str | None = None,
         api_key: str | None = None,
         *,
@@ -86,23 +88,25 @@ class Client:
             use_image_id=use_image_id,
             timeout=timeout,
         )
-        self.base_url = base_url or os.environ.get("AGENTCPM_BASE_URL") or None
+        from .backends.replicas import split_urls
+
+        # Several URLs (a list, or comma-separated): one backend spreading requests over them (replicas.py).
+        self.base_urls = split_urls(base_url or os.environ.get("AGENTCPM_BASE_URL"))
+        self.base_url = ",".join(self.base_urls) or None
         self._model = model or os.environ.get("AGENTCPM_MODEL") or None
         if backend is not None:
             self.backend: Backend = backend
         elif self.base_url:
             from .backends.remote import RemoteBackend
+            from .backends.replicas import ReplicaSetBackend
 
             key = api_key or os.environ.get("AGENTCPM_API_KEY") or os.environ.get("OPENAI_API_KEY")
-            self.backend = RemoteBackend(
-                self.base_url,
-                model=self._model,
-                api_key=key,
-                dialect=dialect,
-                tool_mode=tool_mode,
-                max_retries=max_retries,
-                timeout=timeout,
-            )
+            remote: dict[str, Any] = dict(model=self._model, api_key=key, dialect=dialect, tool_mode=tool_mode)
+            remote.update(max_retries=max_retries, timeout=timeout)
+            if len(self.base_urls) == 1:
+                self.backend = RemoteBackend(self.base_url, **remote)
+            else:
+                self.backend = ReplicaSetBackend.from_urls(self.base_urls, **remote)
         else:
             from .backends.local import LocalBackend
 

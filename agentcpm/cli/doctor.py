@@ -194,7 +194,10 @@ def doctor(args: argparse.Namespace) -> int:
     base_url = args.base_url or os.environ.get("AGENTCPM_BASE_URL")
     check_packages(report, remote=bool(base_url))
     if base_url:
-        check_remote(report, base_url, args.api_key)
+        from ..backends.replicas import split_urls
+
+        for url in split_urls(base_url):  # several replicas (comma-separated): each is checked
+            check_remote(report, url, args.api_key)
     else:
         check_local(report, args.model or os.environ.get("AGENTCPM_MODEL") or DEFAULT_MODEL)
     check_display(report)
