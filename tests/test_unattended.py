@@ -285,3 +285,45 @@ def test_usage_limits_are_checked() -> None:
     with pytest.raises(ConfigurationError):
         Agent(Client(backend=ScriptedBackend([])), limits={"requests": 1})  # type: ignore[arg-type]
     assert Rejected().message is None
+
+
+# ---------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    (tmp_path / "home").mkdir()
+    return tmp_path / "home"
+
+
+def test_cli_run_approve_later_then_resume_rejects_with_a_message(home: Path, tmp_path: Path, xvfb: Any) -> None:
+    from test_cli import agentcpm
+
+    transcript = str(tmp_path / "run.jsonl")
+    with OpenAIServer([ServerReply(tool_calls=[call("press", "k1", keys="ctrl+s")]), "Left it unsaved."]) as server:
+        common = ("--base-url", server.base_url, "--tools", "gui")
+        started = agentcpm(
+            home, "run", "Save the file", *common, "--approve", "later", "--transcript", transcript, DISPLAY=xvfb.name
+        )
+        assert started.returncode == 3, started.stderr
+        assert "k1" in started.stdout and "press" in started.stdout and "waiting for approval" in started.stdout
+        assert [p.id for p in Transcript.load_pending(transcript)] == ["k1"]
+        resumed = agentcpm(home, "resume", transcript, "--reject", "k1:not now", *common, DISPLAY=xvfb.name)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "Left it unsaved." in resumed.stdout
+        result = next(m for m in server.requests[1]["messages"] if m["role"] == "tool")
+        assert "not now" in result["content"] and result["tool_call_id"] == "k1"
+        unknown = agentcpm(home, "resume", transcript, "--approve", "k1", *common, DISPLAY=xvfb.name)
+        assert unknown.returncode == 1 and "no pending call with id k1" in unknown.stderr
+
+
+def test_cli_approve_later_needs_a_transcript_and_budget_flags_stop_the_run(home: Path) -> None:
+    from test_cli import agentcpm
+
+    with OpenAIServer(default=ServerReply(tool_calls=[call("look", "x1", what="a")])) as server:
+        common = ("--base-url", server.base_url, "--tools", "none")
+        later = agentcpm(home, "run", "go", *common, "--approve", "later", "--no-log")
+        assert later.returncode == 1 and "--approve later needs a transcript" in later.stderr
+        limited = agentcpm(home, "run", "go", *common, "--max-requests", "2", "--no-log")
+        assert limited.returncode == 1 and "model requests limit" in limited.stderr
+        assert len(server.requests) == 2

@@ -115,11 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("task", metavar="TASK", help="what to do; - reads it from stdin")
     run.add_argument("--tools", metavar="LIST", help=TOOLS_HELP)
     run.add_argument("--max-steps", type=int, default=20, metavar="N", help="most model calls (default 20)")
-    run.add_argument("--approve", choices=["ask", "allow", "deny"], default="ask", help="tools that need approval")
+    run.add_argument(
+        "--approve",
+        choices=["ask", "allow", "deny", "later"],
+        default="ask",
+        help="tools that need approval (later: stop with them pending; `agentcpm resume` decides)",
+    )
     run.add_argument("--transcript", metavar="FILE", help="append the run to a JSONL transcript")
     run.add_argument("--image", action="append", default=[], metavar="PATH|URL", help="attach an image (repeatable)")
     run.add_argument("--no-log", action="store_true", help=NO_LOG_HELP)
     run.add_argument("--trace", metavar="FILE", help="write the run's OpenTelemetry spans to FILE (JSON lines)")
+    from .unattended import add_budget_arguments, add_resume_parser  # argparse only
+
+    add_budget_arguments(run)
+    add_resume_parser(commands, common, TOOLS_HELP)
 
     watch = commands.add_parser("watch", parents=[common], help="ask about the screen every few seconds")
     watch.add_argument("question", metavar="QUESTION", help="what to ask about the screen each time it is looked at")
@@ -411,7 +420,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..agent import Agent
     from ..tracing import trace_file
     from .logs import answer_text, logged_turn, model_of, start_log
-    from .render import TurnView, format_usage, play
+    from .render import TurnView, play
+    from .unattended import finished, limits_from
 
     task = sys.stdin.read() if args.task == "-" else args.task
     images = load_images(args.image)
@@ -421,20 +431,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     approval: Any = approval_prompt(console, lambda: view) if args.approve == "ask" else args.approve
     with make_client(args) as client, trace_file(args.trace):
         agent = Agent(
-            client, tools=tools, max_steps=args.max_steps, approval=approval, parallel_tool_calls=not gui(args)
+            client,
+            tools=tools,
+            max_steps=args.max_steps,
+            approval=approval,
+            parallel_tool_calls=not gui(args),
+            limits=limits_from(args),
         )
         log = start_log(args, client, "run", path=args.transcript)
         with logged_turn(log, task):
             transcript = log.path if log is not None else args.transcript
+            if args.approve == "later" and transcript is None:
+                from ..errors import ConfigurationError
+
+                raise ConfigurationError("--approve later needs a transcript to resume from: add --transcript FILE")
             result = play(view, agent.stream(task, images=images, transcript=transcript))
             if log is not None and result is not None:
                 usage = result.usage
                 answer = answer_text(result.messages)
                 log.turn_finished(answer, usage.prompt_tokens, usage.completion_tokens, model=model_of(client))
-    if result is not None:
-        steps = len(result.steps)
-        console.print(format_usage(result.usage, f"{steps} step{'s' * (steps != 1)}"), style="dim")
-    return 0
+    return finished(console, result, str(transcript))
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -479,6 +495,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor(args)
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .unattended import cmd_resume as resume
+
+    return resume(args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import cmd_serve as serve
 
@@ -493,6 +515,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "doctor": cmd_doctor,
     "logs": cmd_logs,
     "serve": cmd_serve,
+    "resume": cmd_resume,
 }
 
 
