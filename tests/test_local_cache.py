@@ -267,3 +267,24 @@ def test_cache_off_and_settings():
     for bad in ("lots", "-1MB", -5, 1.5):
         with pytest.raises(ConfigurationError, match="cache="):
             cache_config(bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- the agent's image window
+
+
+def test_tool_images_are_dropped_in_chunks_so_most_requests_only_grow():
+    from agentcpm.agent.policy import prune_chunk, request_messages, tool_images_kept
+
+    assert [prune_chunk(k) for k in (1, 2, 3, 4, 6)] == [1, 1, 2, 2, 3]
+    assert [tool_images_kept(n, 3, 2) for n in range(1, 9)] == [1, 2, 3, 2, 3, 2, 3, 2]
+    assert [tool_images_kept(n, 2, 1) for n in range(1, 6)] == [1, 2, 2, 2, 2]  # chunk 1: the old sliding window
+    history: list[Message] = [Message("user", "Watch the screen.")]
+    sent: list[list[str]] = []
+    for step in range(1, 7):
+        history += [Message.assistant("", []), Message("tool", [f"shot {step}", picture((step, 0, 0))])]
+        request = request_messages(history, keep_images=3, max_images=None)
+        sent.append([p.describe() if isinstance(p, ImagePart) else p.text for m in request for p in m.content])
+    kept = [sum(1 for m in request_messages(history[: 1 + 2 * n], 3, None) for _ in m.images) for n in range(1, 7)]
+    assert kept == [1, 2, 3, 2, 3, 2]
+    grows = [sent[i][: len(sent[i - 1]) - 1] == sent[i - 1][:-1] for i in range(1, 6)]
+    assert grows == [True, True, False, True, False]  # the window moves at steps 4 and 6 only

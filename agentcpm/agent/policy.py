@@ -171,11 +171,36 @@ def step_of(messages: list[Message], target: Message) -> int:
 _OMITTED = "[image from step {} omitted]"
 
 
-def request_messages(messages: list[Message], keep_images: int, max_images: int | None) -> list[Message]:
-    """What the model is sent: the newest ``keep_images`` tool images (user images always, within
-    ``max_images``), older ones as placeholders, then tool images moved into a following user turn."""
+def prune_chunk(keep_images: int) -> int:
+    """How many old tool images are dropped at once by default: half the window, rounded up."""
+    return max(1, (keep_images + 1) // 2)
+
+
+def tool_images_kept(count: int, keep_images: int, chunk: int) -> int:
+    """How many of ``count`` tool images are sent: all up to ``keep_images``; past it, the oldest are dropped
+    ``chunk`` at a time, so between ``keep_images - chunk + 1`` and ``keep_images`` stay and what is dropped
+    changes only every ``chunk`` new images. Between two drops the request only grows at its end, so an
+    in-process model's prefix cache (and a server's) reuses everything before the new step.
+
+    >>> [tool_images_kept(n, keep_images=3, chunk=2) for n in range(1, 9)]
+    [1, 2, 3, 2, 3, 2, 3, 2]
+    """
+    if count <= keep_images:
+        return count
+    dropped = -(-(count - keep_images) // chunk) * chunk  # the excess, rounded up to whole chunks
+    return max(0, count - dropped)
+
+
+def request_messages(
+    messages: list[Message], keep_images: int, max_images: int | None, chunk: int | None = None
+) -> list[Message]:
+    """What the model is sent: the newest tool images (:func:`tool_images_kept`: at most ``keep_images``,
+    older ones dropped ``chunk`` at a time, by default :func:`prune_chunk`), user images always (within
+    ``max_images``), dropped ones as placeholders, then tool images moved into a following user turn."""
     if not any(isinstance(p, ImagePart) for m in messages for p in m.content):
         return list(messages)  # the common case: nothing to window (the engine moves tool images anyway)
+    tool_images = sum(1 for m in messages if m.role == "tool" for p in m.content if isinstance(p, ImagePart))
+    keep_images = tool_images_kept(tool_images, keep_images, chunk or prune_chunk(keep_images))
     keep: dict[int, set[int]] = {}
     tool_kept = total = 0
     step = sum(1 for m in messages if m.role == "assistant")
