@@ -327,3 +327,20 @@ def test_cli_approve_later_needs_a_transcript_and_budget_flags_stop_the_run(home
         limited = agentcpm(home, "run", "go", *common, "--max-requests", "2", "--no-log")
         assert limited.returncode == 1 and "model requests limit" in limited.stderr
         assert len(server.requests) == 2
+
+
+def test_the_unattended_example_runs_on_the_scripted_model(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCPM_")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "unattended.py")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "waiting for approval" in done.stdout and "now 64% full" in done.stdout
+    assert Transcript.load_pending(tmp_path / "runs" / "cleanup.jsonl") == []
