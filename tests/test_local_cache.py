@@ -288,3 +288,32 @@ def test_tool_images_are_dropped_in_chunks_so_most_requests_only_grow():
     assert kept == [1, 2, 3, 2, 3, 2]
     grows = [sent[i][: len(sent[i - 1]) - 1] == sent[i - 1][:-1] for i in range(1, 6)]
     assert grows == [True, True, False, True, False]  # the window moves at steps 4 and 6 only
+
+
+# ---------------------------------------------------------------------------- visible in the REPL
+
+
+def test_repl_usage_shows_cached_tokens_and_images_encoded(lively, tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from agentcpm.cli.main import parse_args
+    from agentcpm.cli.repl import Repl
+
+    out = StringIO()
+    typed = iter(["Hello there.", "And?", "/usage"])
+
+    def read(prompt: str) -> str:
+        line = next(typed, None)
+        if line is None:
+            raise EOFError
+        return line
+
+    client = Client(model=str(lively), device="cpu", max_tokens=6)
+    session = Repl(parse_args(["chat", "--no-log"]), console=Console(file=out, width=200), client=client, read=read)
+    assert session.run() == 0
+    shown = out.getvalue()
+    cached = session.turn_usage.cached_tokens
+    assert cached and f"last turn: {session.turn_usage.prompt_tokens} prompt" in shown
+    assert f"{cached} prompt tokens from the cache, 0 images encoded" in shown

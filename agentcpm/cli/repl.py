@@ -388,8 +388,13 @@ class Repl:
         self.say("new conversation")
 
     def cmd_usage(self, _: str) -> None:
-        self.say(format_usage(self.turn_usage, "last turn"), style="")
-        self.say(format_usage(self.total_usage, "session"), style="")
+        for usage, label in ((self.turn_usage, "last turn"), (self.total_usage, "session")):
+            line = format_usage(usage, label)
+            if usage.cached_tokens is not None:  # the in-process model's prefix cache
+                line += f", {usage.cached_tokens} prompt tokens from the cache"
+            if usage.images_encoded is not None:
+                line += f", {usage.images_encoded} image{'s' * (usage.images_encoded != 1)} encoded"
+            self.say(line, style="")
 
     def cmd_save(self, argument: str) -> None:
         from ..transcript import save_messages
