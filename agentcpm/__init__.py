@@ -17,6 +17,9 @@ __version__ = "0.1.0"
 # public name -> the module that defines it (what users annotate with is exported too)
 _EXPORTS = {
     "Agent": "agent",
+    "PendingCall": "agent",
+    "Rejected": "agent",
+    "UsageLimits": "agent",
     "AgentEvent": "agent",
     "RunFinished": "agent",
     "RunResult": "agent",
@@ -66,6 +69,8 @@ if TYPE_CHECKING:
     from .agent import (
         Agent,
         AgentEvent,
+        PendingCall,
+        Rejected,
         RunFinished,
         RunResult,
         RunUsage,
@@ -75,6 +80,7 @@ if TYPE_CHECKING:
         ToolRunFinished,
         ToolRunStarted,
         ToolStarted,
+        UsageLimits,
     )
     from .backends import GenerationOptions, Reply, ScriptedBackend
     from .backends.base import (
@@ -143,9 +149,11 @@ __all__ = [
     "Image",
     "ImagePart",
     "Message",
+    "PendingCall",
     "RawChunk",
     "ReasoningChunk",
     "ReasoningDelta",
+    "Rejected",
     "Reply",
     "Request",
     "ResponseCompleted",
@@ -172,6 +180,7 @@ __all__ = [
     "ToolStarted",
     "Usage",
     "UsageChunk",
+    "UsageLimits",
     "VideoPart",
     "__version__",
     "instrument",
