@@ -261,9 +261,116 @@ def bench_full(
             )
 
 
+# ---------------------------------------------------------------------------- full size: the prefix cache
+
+
+def numbered(step: int) -> Any:
+    """The screenshot with a step counter drawn on it (a new image each step)."""
+    from PIL import ImageDraw
+
+    image = screenshot()
+    ImageDraw.Draw(image).text((900, 1050), f"step {step}", fill=(255, 255, 255))
+    return image
+
+
+def timed_chat(client: Any, messages: Any, **options: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    answer = client.chat(messages, **options)
+    return answer.usage, time.perf_counter() - started
+
+
+def repl_turns(client: Any, slices: int, max_tokens: int) -> list[Any]:
+    """Turn 1: a 1920x1080 screenshot and a question (16x); turns 2 and 3: short text follow-ups."""
+    from agentcpm import ImagePart, Message
+
+    options = {"max_tokens": max_tokens, "downsample_mode": "16x", "max_slice_nums": slices}
+    history = [Message("user", [ImagePart(screenshot()), "Describe this screen."])]
+    usages = []
+    for follow_up in ("Which window is on top?", "What does its title say?", None):
+        usage, _ = timed_chat(client, history, **options)
+        usages.append(usage)
+        if follow_up:
+            history += [Message.assistant("The screen shows three windows with text."), Message("user", follow_up)]
+    return usages
+
+
+def agent_steps(client: Any, steps: int, slices: int, max_tokens: int) -> tuple[list[Any], float]:
+    """A screenshot agent as agentcpm.Agent sends it: each step a tool returns a new 1920x1080 screenshot, the
+    image window (keep_images=3, chunked) shapes the request, the model calls the next tool."""
+    from agentcpm import ImagePart, Message, ToolCall
+    from agentcpm.agent.policy import request_messages
+
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "click",
+            "description": "Click and take a screenshot.",
+            "parameters": {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}}},
+        },
+    }
+    options = {"max_tokens": max_tokens, "downsample_mode": "16x", "max_slice_nums": slices, "tools": [tool]}
+    history = [Message("user", "Open the settings window and turn on dark mode.")]
+    usages, started = [], time.perf_counter()
+    for step in range(1, steps + 1):
+        call = ToolCall(id=f"call_{step}", name="click", arguments={"x": 100 * step, "y": 50})
+        history += [
+            Message.assistant("", [call]),
+            Message("tool", ["Clicked. The screen now:", ImagePart(numbered(step))], tool_call_id=call.id),
+        ]
+        usage, _ = timed_chat(client, request_messages(history, 3, None), **options)
+        usages.append(usage)
+    return usages, time.perf_counter() - started
+
+
+def bench_cache(
+    dtype: str, slices: int, agent_slices: int, steps: int, max_tokens: int, folder: Path | None, device: str
+) -> None:
+    """The same REPL conversation and screenshot agent with the prefix cache off, then on."""
+    from agentcpm import Client
+
+    with tempfile.TemporaryDirectory(prefix="agentcpm-full-") as tmp:
+        if folder is None or not (folder / "config.json").exists():
+            folder = build_full_model(folder or Path(tmp))
+        runs = {}
+        for cache in (False, True):
+            client = Client(model=str(folder), device=device, dtype=dtype, cache=cache)
+            loaded = client.backend.load()  # type: ignore[attr-defined]
+            peak_memory_reset()
+            turns = repl_turns(client, slices, max_tokens)
+            agent, total = agent_steps(client, steps, agent_slices, max_tokens)
+            runs[cache] = (turns, agent, total, memory_gib("VmHWM"))
+        print(f"{loaded.device} ({loaded.dtype}), torch threads {__import__('torch').get_num_threads()}")
+        print(f"REPL, turn 1 a 1920x1080 screenshot (16x, max_slice_nums={slices}), turns 2-3 text:")
+        print("turn  prompt  cached  TTFT off (s)  TTFT on (s)  on/off  on / turn 1 on")
+        for index, (off, on) in enumerate(zip(runs[False][0], runs[True][0], strict=True)):
+            first = runs[True][0][0].time_to_first_token
+            print(
+                f"{index + 1:4}  {on.prompt_tokens:6}  {on.cached_tokens:6}  {off.time_to_first_token:12.2f}  "
+                f"{on.time_to_first_token:11.2f}  {on.time_to_first_token / off.time_to_first_token:6.3f}  "
+                f"{on.time_to_first_token / first:14.3f}"
+            )
+        print(
+            f"agent, {steps} steps, a new 1920x1080 screenshot each (16x, max_slice_nums={agent_slices}, "
+            "keep_images=3):"
+        )
+        print("step  prompt  computed  images encoded off/on  TTFT off (s)  TTFT on (s)")
+        for index, (off, on) in enumerate(zip(runs[False][1], runs[True][1], strict=True)):
+            print(
+                f"{index + 1:4}  {on.prompt_tokens:6}  {on.prompt_tokens - on.cached_tokens:8}  "
+                f"{off.images_encoded:14}/{on.images_encoded:<6}  {off.time_to_first_token:12.2f}  "
+                f"{on.time_to_first_token:11.2f}"
+            )
+        off_total, on_total = runs[False][2], runs[True][2]
+        print(f"agent run: {off_total:.1f} s off, {on_total:.1f} s on: {off_total / on_total:.2f}x faster")
+        print(f"peak memory (VmHWM): {runs[False][3]:.2f} GiB off, {runs[True][3]:.2f} GiB on")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["tiny", "full"])
+    parser.add_argument("part", choices=["tiny", "full", "cache"])
+    parser.add_argument("--slices", type=int, default=36, help="cache: max_slice_nums of the REPL screenshot")
+    parser.add_argument("--agent-slices", type=int, default=4, help="cache: max_slice_nums of the agent's shots")
+    parser.add_argument("--steps", type=int, default=6, help="cache: agent steps")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--modes", nargs="+", default=["16x", "4x"], choices=["16x", "4x", "text"])
     parser.add_argument("--max-tokens", type=int, default=16)
@@ -274,6 +381,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.part == "tiny":
         bench_tiny(args.repeats)
+    elif args.part == "cache":
+        dtype = "bfloat16" if args.dtype == "auto" else args.dtype
+        bench_cache(dtype, args.slices, args.agent_slices, args.steps, args.max_tokens, args.folder, args.device)
     else:
         bench_full(args.modes, args.max_tokens, args.dtype, args.threads, args.folder, args.device)
 
