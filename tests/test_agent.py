@@ -9,6 +9,7 @@ import time
 from typing import Annotated, Literal
 
 import pytest
+from markup import call
 from PIL import Image
 from pydantic import BaseModel, Field
 
@@ -50,12 +51,6 @@ def async_test(fn):
         return asyncio.run(fn(*args, **kwargs))
 
     return wrapper
-
-
-def call(name: str, **arguments: object) -> str:
-    """A tool call as MiniCPM-V writes it."""
-    params = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in arguments.items())
-    return f"<tool_call>\n<function={name}>\n{params}</function>\n</tool_call>"
 
 
 def make(script: list, tools: list, **options) -> tuple[Agent, ScriptedBackend]:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from markup import call
 from openai_server import OpenAIServer, ServerReply
 from test_cli import agentcpm, cli_env
 
@@ -92,8 +93,7 @@ def test_no_log_writes_nothing(tmp_path: Path, server: OpenAIServer) -> None:
 
 
 def test_run_is_logged_with_its_tool_steps(tmp_path: Path, server: OpenAIServer) -> None:
-    call = "<tool_call>\n<function=lookup>\n<parameter=word>\nx\n</parameter>\n</function>\n</tool_call>"
-    server.push(call, "All done.")
+    server.push(call("lookup", word="x"), "All done.")
     run_cli(tmp_path, "run", "look x up", "--base-url", server.base_url, "--tools", "none")
     (info,) = LogStore(log_folder(tmp_path)).recent()
     assert info.command == "run" and info.title == "look x up" and info.turns == 1

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markup import call
 from openai_server import OpenAIServer, ServerReply
 from test_cli import cli_env
 
@@ -22,7 +23,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (Debian package tmux)"),
 ]
 
-TOOL_ANSWER = "<tool_call>\n<function=lookup>\n<parameter=word>\nagentcpm\n</parameter>\n</function>\n</tool_call>"
+TOOL_ANSWER = call("lookup", word="agentcpm")
 LONG_ANSWER = "This answer goes on and on. " * 200
 
 
@@ -210,15 +211,14 @@ def test_screen_tools_and_approval_on_a_display(tmp_path: Path, server: OpenAISe
         shown = term.wait_for("(asks first)", after=mark)[mark:]
         assert "screenshot" in shown and "Click at a point" in shown
 
-        server.push("<tool_call>\n<function=list_monitors>\n</function>\n</tool_call>", "One screen, 1920x1080.")
+        server.push(call("list_monitors"), "One screen, 1920x1080.")
         term.type("How many screens are there?")
         shown = term.wait_for("One screen, 1920x1080.")
         assert "→ list_monitors()" in shown
         assert re.search(r"← list_monitors \(\d+\.\d\d s\): .*1920x1080", shown)
         assert "1920" in server.requests[1]["messages"][-1]["content"]  # the tool result went back
 
-        click = "<tool_call>\n<function=click>\n<parameter=x>\n500\n</parameter>\n<parameter=y>\n500\n</parameter>\n"
-        server.push(click + "</function>\n</tool_call>", "I was not allowed to click.")
+        server.push(call("click", x=500, y=500), "I was not allowed to click.")
         term.type("Click the middle of the screen.")
         term.wait_for("allow click(x=500, y=500)? [y/n/always]")
         term.type("n")

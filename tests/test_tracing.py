@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed: pip install 'agentcpm[otel]'")
 
+from markup import call
 from openai_server import OpenAIServer
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -27,11 +28,6 @@ from test_cli import agentcpm
 import agentcpm as agentcpm_package
 from agentcpm import Agent, Client, ScriptedBackend, tool, tracing
 from agentcpm.errors import BackendError
-
-
-def call(name: str, **arguments: object) -> str:
-    params = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in arguments.items())
-    return f"<tool_call>\n<function={name}>\n{params}</function>\n</tool_call>"
 
 
 @tool

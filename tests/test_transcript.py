@@ -12,17 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from markup import call
 from PIL import Image
 
 from agentcpm import Agent, Client, Message, ScriptedBackend, ToolStarted, tool
 from agentcpm.errors import TranscriptError
 from agentcpm.tools import int_text
 from agentcpm.transcript import Transcript, load_messages, save_messages
-
-
-def call(name: str, **arguments: object) -> str:
-    params = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in arguments.items())
-    return f"<tool_call>\n<function={name}>\n{params}</function>\n</tool_call>"
 
 
 @tool
@@ -103,9 +99,10 @@ KILLED_RUN = textwrap.dedent(
     from pathlib import Path
     from PIL import Image
     from agentcpm import Agent, Client, ScriptedBackend, tool
+    from agentcpm.format import render_tool_calls
 
     def call(name):
-        return f"<tool_call>\\n<function={name}>\\n</function>\\n</tool_call>"
+        return render_tool_calls([{"name": name, "arguments": {}}])
 
     @tool
     def screenshot() -> Image.Image:
@@ -304,6 +301,7 @@ PARALLEL_RUN = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from agentcpm import Agent, Client, Reply, ScriptedBackend, tool
+    from agentcpm.format import render_tool_calls
     from agentcpm.transcript import Transcript
 
     transcript, folder, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
@@ -326,7 +324,7 @@ PARALLEL_RUN = textwrap.dedent(
         '''Second action.'''
         return act("second")
 
-    calls = "".join(f"<tool_call>\\n<function={n}>\\n</function>\\n</tool_call>" for n in ("first", "second"))
+    calls = render_tool_calls([{"name": n, "arguments": {}} for n in ("first", "second")])
     agent_tools = [first, second]
     if mode == "first":
         backend = ScriptedBackend([calls, Reply("Still thinking about it all " * 20, chunk_size=1, chunk_delay=0.2)])
