@@ -23,6 +23,7 @@ PACKAGES = {
     "transformers": ("local", "running the model in-process"),
     "accelerate": ("local", "loading the model in-process (device_map)"),
     "pynput": ("gui", "GUI actions (click, type)"),
+    "mcp": ("mcp", "MCP tool servers (--mcp)"),
 }
 
 
@@ -42,7 +43,12 @@ class Report:
 
     def fail(self, what: str, detail: str, fix: str) -> None:
         self.failed = True
-        self.console.print(f"[red]FAIL[/]  {what}: {escape(detail)} -> {escape(fix)}", highlight=False, soft_wrap=True)
+        advice = f" -> {escape(fix)}" if fix else ""  # none when the detail already says what to do
+        self.console.print(f"[red]FAIL[/]  {what}: {escape(detail)}{advice}", highlight=False, soft_wrap=True)
+
+    def more(self, text: str) -> None:
+        """A line under the last check (a tool of an MCP server, the end of a server's stderr)."""
+        self.console.print(f"      {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def installed(package: str) -> str | None:
@@ -188,9 +194,55 @@ def check_display(report: Report) -> None:
     report.ok("display", f"{len(monitors)} monitor{'s' * (len(monitors) != 1)} can be captured ({sizes})")
 
 
+def check_mcp(report: Report, args: argparse.Namespace) -> None:
+    """``doctor --mcp``: start each server, one after another, and list its tools, or say why it failed (the
+    server's own error: which server, what to do, the end of its stderr). Each is closed right after."""
+    from .. import __version__
+
+    report.ok("agentcpm", f"{__version__} on Python {platform.python_version()} ({platform.system()})")
+    version = installed("mcp")
+    if version is None:
+        report.fail("mcp", "not installed, needed for MCP tool servers", 'pip install "agentcpm[mcp]"')
+        return
+    report.ok("mcp", version)
+    from ..mcp import MCPError
+    from .main import mcp_servers, server_source
+
+    try:
+        servers = mcp_servers(args)
+    except MCPError as exc:
+        report.fail("MCP config", str(exc), "")
+        return
+    if not servers:
+        report.warn("MCP", "no servers to check (every entry is disabled)", "")
+    for server in servers:
+        what = f"MCP server {server.name}"
+        try:
+            tools = server.tools()
+        except MCPError as exc:
+            first, *rest = str(exc).strip().splitlines() or [type(exc).__name__]
+            first = first.removeprefix(f"MCP server {server.name!r}").lstrip(": ")  # `what` names it already
+            report.fail(what, first, "")
+            for line in rest:
+                report.more(line)
+            continue
+        finally:
+            server.close()
+        count = f"{len(tools)} tool{'s' * (len(tools) != 1)}"
+        asks = " (each call asks first)" if server.approval == "ask" else ""
+        report.ok(what, f"{count} over {server_source(server)}{asks}")
+        for tool in tools:
+            description = (tool.description or "").strip().split("\n")[0]
+            report.more(f"{tool.name}: {description}" if description else tool.name)
+
+
 def doctor(args: argparse.Namespace) -> int:
-    """Print the checks; 0 when the model can be used, 1 when not."""
+    """Print the checks; 0 when the model can be used, 1 when not. With ``--mcp``: only the MCP servers,
+    0 when every one started and listed its tools."""
     report = Report(Console(highlight=False))
+    if getattr(args, "mcp", None):
+        check_mcp(report, args)
+        return 1 if report.failed else 0
     base_url = args.base_url or os.environ.get("AGENTCPM_BASE_URL")
     check_packages(report, remote=bool(base_url))
     if base_url:

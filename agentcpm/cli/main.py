@@ -10,15 +10,17 @@ what it needs (the model, rich, the screen) when it runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..client import Client
+    from ..mcp import MCPServer
     from ..types import ImagePart, ToolCall
 
 EPILOG = """\
@@ -28,6 +30,8 @@ examples:
   agentcpm ask "What is in this picture?" --image photo.jpg
   agentcpm ask "Summarise the error on screen" --screen --json
   agentcpm run "Open the settings and turn on dark mode" --tools screen,gui
+  agentcpm chat --mcp mcp.json                      with the tools of the MCP servers in a config file
+  agentcpm run "Tidy ~/notes" --mcp "npx -y @modelcontextprotocol/server-filesystem ~/notes"
   agentcpm watch "Has the build finished?" --every 10 --until yes --timeout 600
   agentcpm logs                                     recent conversations (chat -c continues the last)
   agentcpm doctor
@@ -79,6 +83,10 @@ def _region(text: str) -> tuple[int, int, int, int]:
 
 NO_LOG_HELP = "do not log this conversation (AGENTCPM_NO_LOG=1 or `agentcpm logs off`: never)"
 TOOLS_HELP = "tool sets: screen, gui, none (default: screen when a display can be captured, else none)"
+MCP_HELP = (
+    'MCP tool servers: a config file (FILE.json, {"mcpServers": ...}) or one stdio server\'s command in quotes '
+    '("python server.py"); repeatable'
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser("chat", parents=[common], help="chat in the terminal (the default)")
     chat.add_argument("--tools", metavar="LIST", help=TOOLS_HELP)
+    chat.add_argument("--mcp", action="append", default=[], metavar="CONFIG|COMMAND", help=MCP_HELP)
     chat.add_argument("--approve", choices=["ask", "allow", "deny"], default="ask", help="tools that need approval")
     chat.add_argument(
         "-c", "--continue", dest="continue_last", action="store_true", help="go on with the last conversation"
@@ -114,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[common], help="run an agent on a task, with live progress")
     run.add_argument("task", metavar="TASK", help="what to do; - reads it from stdin")
     run.add_argument("--tools", metavar="LIST", help=TOOLS_HELP)
+    run.add_argument("--mcp", action="append", default=[], metavar="CONFIG|COMMAND", help=MCP_HELP)
     run.add_argument("--max-steps", type=int, default=20, metavar="N", help="most model calls (default 20)")
     run.add_argument(
         "--approve",
@@ -138,7 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--monitor", type=int, default=1, metavar="N", help="monitor to watch (default 1)")
     watch.add_argument("--region", type=_region, metavar="L,T,W,H", help="watch only this rectangle")
 
-    commands.add_parser("doctor", parents=[common], help="check the installation, the server and the display")
+    doctor = commands.add_parser("doctor", parents=[common], help="check the installation, the server and the display")
+    doctor.add_argument(
+        "--mcp",
+        action="append",
+        default=[],
+        metavar="CONFIG|COMMAND",
+        help="check only these MCP servers instead: start each and list its tools (repeatable)",
+    )
     from .serve import add_arguments as add_serve_arguments  # argparse only
 
     add_serve_arguments(commands.add_parser("serve", parents=[common], help="an OpenAI-compatible server"))
@@ -156,7 +173,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.command is None:
         args.command = "chat"
         args.tools, args.approve = None, "ask"
-        args.continue_last, args.resume, args.no_log = False, None, False
+        args.continue_last, args.resume, args.no_log, args.mcp = False, None, False, []
     return args
 
 
@@ -284,6 +301,80 @@ def display_available() -> bool:
         return False
 
 
+def mcp_servers(args: argparse.Namespace) -> list[MCPServer]:
+    """The MCP servers ``--mcp`` names, not started: each ``FILE.json`` is a config file
+    (:func:`~agentcpm.mcp.load_mcp_config`), anything else one stdio server's command line (split as a shell
+    would; named after its script or package). Two servers with one name: the later gets ``_2``, ``_3``..."""
+    import shlex
+
+    from ..mcp import MCPConfigError, MCPServer, load_mcp_config
+
+    servers: list[MCPServer] = []
+    for spec in getattr(args, "mcp", None) or []:
+        text = spec.strip()
+        if text.lower().endswith(".json") and not any(c.isspace() for c in text):
+            servers += load_mcp_config(image_source(text))
+            continue
+        try:
+            words = shlex.split(text)
+        except ValueError as exc:
+            raise MCPConfigError(f"--mcp {spec!r} is not a command line ({exc}): check its quotes") from None
+        if not words:
+            raise MCPConfigError("--mcp needs a config file (FILE.json) or a server's command, got nothing")
+        servers.append(MCPServer.stdio(words[0], words[1:]))
+    taken: set[str] = set()
+    for server in servers:
+        name, n = server.name, 1
+        while server.name in taken:
+            n += 1
+            server.name = f"{name}_{n}"
+        taken.add(server.name)
+    return servers
+
+
+@contextlib.contextmanager
+def started_mcp_servers(args: argparse.Namespace, reserved: Sequence[str] = ()) -> Iterator[list[MCPServer]]:
+    """Start the ``--mcp`` servers (all at once) and list their tools, so a server that cannot start fails
+    the command before the model is asked; they are closed on the way out, whatever happens (an error,
+    Ctrl-C), so no server process outlives the command. ``reserved``: the other tools' names (a clash gets
+    the server's name as a prefix, as in the agent)."""
+    servers = mcp_servers(args)
+    if not servers:
+        yield []
+        return
+    import asyncio
+
+    from ..mcp import amcp_tools
+
+    try:
+        asyncio.run(amcp_tools(servers, reserved=reserved))
+        yield servers
+    finally:
+        close_servers(servers)
+
+
+def close_servers(servers: Sequence[MCPServer]) -> None:
+    """Close the servers side by side (a stdio server may take a second or two to exit)."""
+    if len(servers) == 1:
+        servers[0].close()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+        list(pool.map(lambda server: server.close(), servers))
+
+
+def server_source(server: MCPServer) -> str:
+    """Where an MCP server runs: its command line (stdio), or its URL without credentials (HTTP)."""
+    if server.transport == "stdio":
+        import shlex
+
+        return "stdio: " + shlex.join([server.command or "", *server.args])
+    from .._redact import redact_url
+
+    return "http: " + redact_url(str(server.url))
+
+
 def approval_prompt(console: Any, view: Callable[[], Any]) -> Callable[[ToolCall], Any]:
     """An approval callback for the agent: y / n / always on the terminal, the live display paused.
 
@@ -351,9 +442,13 @@ def cli_wording(message: str) -> str:
 def friendly_error(exc: BaseException) -> str:
     """One line that says what went wrong and what to do (with the command's flags, not Python's arguments)."""
     from ..errors import AgentCPMError
+    from ..mcp.errors import MCPError
 
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     message = cli_wording(message)
+    if isinstance(exc, MCPError):  # what a server printed before it failed (its stderr's end) says why
+        rest = str(exc).strip().splitlines()[1:]
+        return "\n  ".join([f"error: {message}", *rest])
     if isinstance(exc, AgentCPMError):
         return f"error: {message}"
     return f"error: {type(exc).__name__}: {message} (run with --verbose for the traceback)"
@@ -429,10 +524,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     view = TurnView(console, show_reasoning=args.thinking, markdown=console.is_terminal)
     approval: Any = approval_prompt(console, lambda: view) if args.approve == "ask" else args.approve
-    with make_client(args) as client, trace_file(args.trace):
+    reserved = [t.name for t in tools]
+    with started_mcp_servers(args, reserved) as servers, make_client(args) as client, trace_file(args.trace):
         agent = Agent(
             client,
-            tools=tools,
+            tools=[*tools, *servers],  # the agent lists the servers' tools at the start of the run
             max_steps=args.max_steps,
             approval=approval,
             parallel_tool_calls=not gui(args),

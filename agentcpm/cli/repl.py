@@ -26,7 +26,18 @@ from rich.text import Text
 
 from .._redact import redact_url
 from ..types import ImagePart, Message, Usage
-from .main import approval_prompt, build_tools, friendly_error, gui, image_source, load_images, make_client, screenshot
+from .main import (
+    approval_prompt,
+    build_tools,
+    friendly_error,
+    gui,
+    image_source,
+    load_images,
+    make_client,
+    screenshot,
+    server_source,
+    started_mcp_servers,
+)
 from .render import TurnView, format_usage, play, preview
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
@@ -132,6 +143,8 @@ class Repl:
         self.total_usage = Usage()
         self.view: TurnView | None = None
         self.agent: Any = None
+        self.servers: list[Any] = []  # the --mcp servers, started in start() and closed when run() ends
+        self._closing = contextlib.ExitStack()
         self.log: Any = None  # the logged conversation (agentcpm.logs.Conversation), made at the first question
 
     # setup -------------------------------------------------------------------------------------------
@@ -141,19 +154,27 @@ class Repl:
         if self.client is None:
             with self.console.status("[dim]starting…[/]"):
                 self.client = make_client(self.args)
+        if self.tools is None:
+            self.tools = build_tools(self.args)
+        if getattr(self.args, "mcp", None):  # before the model loads: a server that cannot start fails at once
+            with self.console.status("[dim]starting the MCP servers…[/]"):
+                mcp = started_mcp_servers(self.args, [t.name for t in self.tools])
+                self.servers = self._closing.enter_context(mcp)
         load = getattr(self.client.backend, "load", None)
         if callable(load):  # the in-process model: load it now, not in the middle of the first answer
             with self.console.status(f"[dim]{escape(loading_text(str(self.client.model)))}[/]"):
                 load()
-        if self.tools is None:
-            self.tools = build_tools(self.args)
         approve = self.args.approve
         approval: Any = approval_prompt(self.console, lambda: self.view) if approve == "ask" else approve
-        self.agent = Agent(self.client, tools=self.tools, approval=approval, parallel_tool_calls=not gui(self.args))
+        tools = [*self.tools, *self.servers]  # the agent lists the servers' tools at the start of each run
+        self.agent = Agent(self.client, tools=tools, approval=approval, parallel_tool_calls=not gui(self.args))
         where = redact_url(self.client.base_url) if self.client.base_url else "in-process"
-        tools = ", ".join(t.name for t in self.tools) or "none"
+        names = ", ".join(t.name for t in self.tools) or "none"
         model = self.client.model or getattr(self.client.backend, "model", None)
-        banner = f" · {f'{model} ({where})' if model else where} · tools: {tools}"
+        banner = f" · {f'{model} ({where})' if model else where} · tools: {names}"
+        if self.servers:
+            listed = ", ".join(f"{s.name} ({len(s.tools())})" for s in self.servers)
+            banner += f" · MCP: {listed}"
         self.console.print(Text.assemble(("agentcpm", "bold"), banner))
         self.console.print("[dim]/help lists the commands · Ctrl-C stops an answer · Ctrl-D leaves[/]")
         from .logs import open_for_chat
@@ -180,8 +201,11 @@ class Repl:
                 except KeyboardInterrupt:  # at the prompt, or between two answers: the session goes on
                     self.console.print("\n[dim](Ctrl-D or /exit leaves)[/]")
         finally:
-            if self.client is not None:
-                self.client.close()
+            try:
+                self._closing.close()  # the MCP servers: stopped and reaped
+            finally:
+                if self.client is not None:
+                    self.client.close()
 
     def _prompt(self) -> str:
         marker = f"[{len(self.pending)} image{'s' if len(self.pending) > 1 else ''}] " if self.pending else ""
@@ -368,14 +392,42 @@ class Repl:
         self.say(f"attached a screenshot of monitor {monitor} ({width}x{height}); now ask about it")
 
     def cmd_tools(self, _: str) -> None:
-        if not self.tools:
-            self.say("no tools (the screen tools need a display)")
+        if not self.tools and not self.servers:
+            self.say("no tools (the screen tools need a display; --mcp adds an MCP server's)")
             return
-        table = Table(show_header=False, box=None, padding=(0, 2))
-        for tool in self.tools:
-            note = " [yellow](asks first)[/]" if getattr(tool, "requires_approval", False) else ""
-            table.add_row(f"[bold]{tool.name}[/]", escape((tool.description or "").strip().split("\n")[0]) + note)
-        self.console.print(table)
+        if self.tools:
+            if self.servers:  # grouped: the built-in tools, then each server's
+                self.console.print(Text("built-in", style="bold"))
+            self.console.print(_tool_table(self.tools, "  " if self.servers else ""))
+        for server, tools, error in self._mcp_listing():
+            heading = Text.assemble((f"MCP server {server.name}", "bold"), (f"  {server_source(server)}", "dim"))
+            self.console.print(heading, soft_wrap=True)
+            if error is not None:
+                self.say("  " + friendly_error(error).splitlines()[0], style="red")
+            elif not tools:
+                self.say("  no tools")
+            else:
+                self.console.print(_tool_table(tools, "  "))
+
+    def _mcp_listing(self) -> list[tuple[Any, list[Any], BaseException | None]]:
+        """Each server with its tools under the names the model sees (a clash gets the server's name), or the
+        error that listing them gave (a server that went away)."""
+        from ..mcp import MCPError, mcp_tools
+
+        listed: list[tuple[Any, list[Any], BaseException | None]] = []
+        working = []
+        for server in self.servers:
+            try:
+                server.tools()  # listed again if the server said its list changed
+            except MCPError as exc:
+                listed.append((server, [], exc))
+            else:
+                working.append(server)
+        tools = mcp_tools(working, reserved=[t.name for t in self.tools or []]) if working else []
+        for server in working:
+            listed.append((server, [t for t in tools if getattr(t, "mcp_server", None) == server.name], None))
+        order = {id(s): i for i, s in enumerate(self.servers)}
+        return sorted(listed, key=lambda entry: order[id(entry[0])])
 
     def cmd_think(self, _: str) -> None:
         thinking = not self.client.defaults.thinking
@@ -433,3 +485,13 @@ class Repl:
         self.messages, self.log = list(load_messages(path)), None  # the next question starts a new log
         self.say(f"loaded {len(self.messages)} messages from {path}")
         self._show_last_exchange()
+
+
+def _tool_table(tools: list[Any], indent: str = "") -> Table:
+    """One line per tool: its name and the first line of its description."""
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    for tool in tools:
+        note = " [yellow](asks first)[/]" if getattr(tool, "requires_approval", False) else ""
+        description = escape((tool.description or "").strip().split("\n")[0])
+        table.add_row(f"{indent}[bold]{escape(tool.name)}[/]", description + note)
+    return table
