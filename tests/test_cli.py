@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markup import call, calls
 from openai_server import OpenAIServer, ServerReply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,10 +91,7 @@ def test_ask_streams_the_answer(home: Path, server: OpenAIServer) -> None:
 
 
 def test_ask_json_gives_content_reasoning_tool_calls_usage(home: Path, server: OpenAIServer) -> None:
-    server.push(
-        "I will look.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n"
-        "</tool_call>"
-    )
+    server.push(calls(("get_weather", {"city": "Paris"}), before="I will look.\n"))
     result = agentcpm(home, "ask", "Weather in Paris?", "--json", "--base-url", server.base_url)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -153,10 +151,7 @@ def test_empty_stdin_prompt_is_refused(home: Path, server: OpenAIServer) -> None
 
 
 def test_run_shows_tool_calls_errors_and_the_answer(home: Path, server: OpenAIServer) -> None:
-    server.push(
-        "<tool_call>\n<function=screenshot>\n</function>\n</tool_call>",
-        "I cannot see the screen, but the task is done.",
-    )
+    server.push(call("screenshot"), "I cannot see the screen, but the task is done.")
     transcript = home / "run.jsonl"
     args = ["--tools", "none", "--transcript", str(transcript), "--base-url", server.base_url]
     result = agentcpm(home, "run", "Look at the screen", *args)
