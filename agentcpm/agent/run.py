@@ -68,6 +68,7 @@ class Run:
         self.approvals: dict[str, bool | Rejected] = dict(approvals or {})
         self.deferred: list[PendingCall] = []  # calls waiting for a later decision (approval="later")
         self.limit: str | None = None  # the limit reached, when a final answer is asked for
+        self.output: Any = None  # the final answer, parsed (output_type)
         self.set_tools(agent.tools)
 
     def set_tools(self, tools: list[Tool]) -> None:
@@ -88,57 +89,19 @@ class Run:
             if self.agent.servers:  # MCP servers: list their tools now (a list_changed is picked up per run)
                 self.set_tools(await self.agent.all_tools())
             self.open()
-            pending = policy.unanswered_calls(self.messages)
-            self.check_approvals(pending)
-            if pending:  # calls left pending, or a run cut off mid-step (a killed process): finish that step
-                async with contextlib.aclosing(self.run_calls(pending, resuming=True)) as events:
-                    async for event in events:
-                        yield event
-                if self.deferred:
-                    yield RunFinished(self.finish(None, started))
-                    return
+            async with contextlib.aclosing(self._resume()) as events:
+                async for event in events:
+                    yield event
+            if self.deferred:  # calls still wait for a decision: the run ends here, its state in the transcript
+                yield RunFinished(self.finish(None, started))
+                return
             self.approvals = {}  # decisions are for the pending calls only
             for message in self.new_input:
                 self.append(message)
-            output_retries, finishing, last_request = 0, False, False
-            for steps_taken in itertools.count():
-                if steps_taken >= self.agent.max_steps and not finishing:
-                    finishing = True
-                    self.append(policy.out_of_steps(self.agent.max_steps, self.agent.final_prompt, self.messages))
-                completion: Completion | None = None
-                async with contextlib.aclosing(self.take_step(use_tools=not finishing, final=last_request)) as events:
-                    async for event in events:
-                        if isinstance(event, Completed):
-                            completion = event.completion
-                        yield event
-                if self.deferred:  # calls wait for a decision: the run ends here, its state in the transcript
-                    yield RunFinished(self.finish(None, started))
-                    return
-                if (
-                    self.limit is not None
-                    and not last_request
-                    and (completion is None or (not finishing and completion.tool_calls))
-                ):
-                    # a limit reached before the run had an answer: one last request, without tools
-                    finishing = last_request = True
-                    self.append(self.budget.final_prompt(self.limit))
-                    continue
-                assert completion is not None
-                if completion.tool_calls and not finishing:
-                    continue
-                policy.check_final(completion, self.messages)
-                output, problem = policy.parse_output(self.agent.output_type, completion.content)
-                if problem is None:
-                    break
-                if output_retries >= self.agent.output_retries:
-                    raise OutputValidationError(
-                        f"the final answer does not fit {policy.type_name(self.agent.output_type)} after "
-                        f"{output_retries} re-asks: {problem}",
-                        self.messages,
-                    )
-                output_retries += 1
-                self.append(Message("user", problem))
-            yield RunFinished(self.finish(output, started))
+            async with contextlib.aclosing(self._steps()) as events:
+                async for event in events:
+                    yield event
+            yield RunFinished(self.finish(None if self.deferred else self.output, started))
         except BackendError as exc:  # the server failed mid-run: the error stays what it is, with the messages
             exc.messages = list(self.messages)  # type: ignore[attr-defined]
             raise
@@ -151,6 +114,52 @@ class Run:
         finally:
             if self.transcript is not None:
                 self.transcript.close()
+
+    async def _resume(self) -> AsyncGenerator[AgentEvent, None]:
+        """Calls left pending (approve later), or a run cut off mid-step (a killed process): finish that step."""
+        pending = policy.unanswered_calls(self.messages)
+        self.check_approvals(pending)
+        if pending:
+            async with contextlib.aclosing(self.run_calls(pending, resuming=True)) as events:
+                async for event in events:
+                    yield event
+
+    async def _steps(self) -> AsyncGenerator[AgentEvent, None]:
+        """Ask, run the calls, repeat, until an answer fits (``self.output``) or calls wait for approval."""
+        output_retries, finishing, last_request = 0, False, False
+        for steps_taken in itertools.count():
+            if steps_taken >= self.agent.max_steps and not finishing:
+                finishing = True
+                self.append(policy.out_of_steps(self.agent.max_steps, self.agent.final_prompt, self.messages))
+            completion: Completion | None = None
+            async with contextlib.aclosing(self.take_step(use_tools=not finishing, final=last_request)) as events:
+                async for event in events:
+                    if isinstance(event, Completed):
+                        completion = event.completion
+                    yield event
+            if self.deferred:  # calls wait for a decision
+                return
+            unanswered = completion is None or (not finishing and bool(completion.tool_calls))
+            if self.limit is not None and not last_request and unanswered:
+                # a limit reached before the run had an answer: one last request, without tools
+                finishing = last_request = True
+                self.append(self.budget.final_prompt(self.limit))
+                continue
+            assert completion is not None
+            if completion.tool_calls and not finishing:
+                continue
+            policy.check_final(completion, self.messages)
+            self.output, problem = policy.parse_output(self.agent.output_type, completion.content)
+            if problem is None:
+                return
+            if output_retries >= self.agent.output_retries:
+                raise OutputValidationError(
+                    f"the final answer does not fit {policy.type_name(self.agent.output_type)} after "
+                    f"{output_retries} re-asks: {problem}",
+                    self.messages,
+                )
+            output_retries += 1
+            self.append(Message("user", problem))
 
     async def take_step(self, use_tools: bool, final: bool = False) -> AsyncGenerator[AgentEvent, None]:
         """One model request and the calls it makes; ends with StepFinished (the Completed event before it).
