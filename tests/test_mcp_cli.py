@@ -184,6 +184,22 @@ def test_servers_are_closed_on_ctrl_c(tmp_path: Path, server: OpenAIServer, tag:
     assert wait_gone(pid) and no_server_left(tag)
 
 
+def test_run_approve_later_then_resume_with_the_runs_servers(tmp_path: Path, tag: str) -> None:
+    config = write_config(tmp_path, tag, demo={"include": ["echo"]})
+    transcript = str(tmp_path / "run.jsonl")
+    with OpenAIServer([ServerReply(tool_calls=[{"id": "e1", "name": "echo", "arguments": {"text": "later"}}])]) as srv:
+        srv.push("Echoed it.")
+        common = ["--mcp", str(config), "--tools", "none", "--base-url", srv.base_url]
+        started = agentcpm(tmp_path, "run", "Echo later", *common, "--approve", "later", "--transcript", transcript)
+        assert started.returncode == 3, started.stderr
+        assert "e1" in started.stdout and "waiting for approval" in started.stdout
+        resumed = agentcpm(tmp_path, "resume", transcript, "--approve", "e1", *common)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "Echoed it." in resumed.stdout
+        assert tool_results(srv.requests[1]) == ["later"]  # the MCP server, started again by resume, ran it
+    assert no_server_left(tag)
+
+
 # ---------------------------------------------------------------------------- doctor
 
 

@@ -398,7 +398,7 @@ class Repl:
         if self.tools:
             if self.servers:  # grouped: the built-in tools, then each server's
                 self.console.print(Text("built-in", style="bold"))
-            self.console.print(_tool_table(self.tools, "  " if self.servers else ""))
+            self.console.print(_tool_table(self.tools))
         for server, tools, error in self._mcp_listing():
             heading = Text.assemble((f"MCP server {server.name}", "bold"), (f"  {server_source(server)}", "dim"))
             self.console.print(heading, soft_wrap=True)
@@ -407,7 +407,7 @@ class Repl:
             elif not tools:
                 self.say("  no tools")
             else:
-                self.console.print(_tool_table(tools, "  "))
+                self.console.print(_tool_table(tools))
 
     def _mcp_listing(self) -> list[tuple[Any, list[Any], BaseException | None]]:
         """Each server with its tools under the names the model sees (a clash gets the server's name), or the
@@ -487,11 +487,11 @@ class Repl:
         self._show_last_exchange()
 
 
-def _tool_table(tools: list[Any], indent: str = "") -> Table:
-    """One line per tool: its name and the first line of its description."""
+def _tool_table(tools: list[Any]) -> Table:
+    """One line per tool, indented by the table's padding: its name and the first line of its description."""
     table = Table(show_header=False, box=None, padding=(0, 2))
     for tool in tools:
         note = " [yellow](asks first)[/]" if getattr(tool, "requires_approval", False) else ""
         description = escape((tool.description or "").strip().split("\n")[0])
-        table.add_row(f"{indent}[bold]{escape(tool.name)}[/]", description + note)
+        table.add_row(f"[bold]{escape(tool.name)}[/]", description + note)
     return table

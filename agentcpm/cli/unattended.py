@@ -56,6 +56,7 @@ def add_resume_parser(commands: Any, common: argparse.ArgumentParser, tools_help
         "--reject", action="append", default=[], metavar="ID[:MESSAGE]", help="refuse it (MESSAGE: why, to the model)"
     )
     resume.add_argument("--tools", metavar="LIST", help=tools_help + "; give the run's own")
+    resume.add_argument("--mcp", action="append", default=[], metavar="CONFIG|COMMAND", help="the run's MCP servers")
     resume.add_argument("--max-steps", type=int, default=20, metavar="N", help="most model calls (default 20)")
     add_budget_arguments(resume)
 
@@ -114,7 +115,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     from ..agent import Agent
     from ..transcript import Transcript
-    from .main import build_tools, gui, make_client
+    from .main import build_tools, gui, make_client, started_mcp_servers
     from .render import TurnView, play
 
     console = Console(highlight=False)
@@ -124,10 +125,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     chosen = decisions(args, pending, console)
     history = Transcript.load(args.transcript)
     view = TurnView(console, show_reasoning=args.thinking, markdown=console.is_terminal)
-    with make_client(args) as client:
+    tools = build_tools(args)
+    with started_mcp_servers(args, [t.name for t in tools]) as servers, make_client(args) as client:
         agent = Agent(
             client,
-            tools=build_tools(args),
+            tools=[*tools, *servers],
             max_steps=args.max_steps,
             approval="later",
             parallel_tool_calls=not gui(args),
