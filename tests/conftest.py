@@ -85,7 +85,7 @@ def display(xvfb: object, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture(autouse=True, scope="session")
 def _logs_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Conversations logged by in-process CLI code in tests go to a temporary folder, never the user's.
-    (Subprocess tests get a fresh HOME from test_cli.cli_env, which drops AGENTCPM_* variables.)"""
+    (Subprocess tests get a fresh HOME from cli_process.cli_env, which drops AGENTCPM_* variables.)"""
     import os
 
     previous = os.environ.get("AGENTCPM_LOG_DIR")

@@ -17,13 +17,13 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed: pip install 'agentcpm[otel]'")
 
+from cli_process import agentcpm
 from markup import call
 from openai_server import OpenAIServer
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from test_cli import agentcpm
 
 import agentcpm as agentcpm_package
 from agentcpm import Agent, Client, ScriptedBackend, tool, tracing

@@ -24,7 +24,7 @@ from tiny_model import (
 # the comparison tests read it from $AGENTCPM_REFERENCE_DIR, by default the shared/ folder that sits beside
 # the checkout in CI. Without it those tests (and only those) skip, saying so; in CI (CI=true) they fail.
 REFERENCE_DIR = Path(
-    os.environ.get("AGENTCPM_REFERENCE_DIR") or Path(__file__).resolve().parents[2] / "shared/reference/minicpm-v-4.6"
+    os.environ.get("AGENTCPM_REFERENCE_DIR") or Path(__file__).resolve().parents[3] / "shared/reference/minicpm-v-4.6"
 )
 REFERENCE_TEMPLATE = REFERENCE_DIR / "chat_template.jinja"
 

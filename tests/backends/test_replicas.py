@@ -220,4 +220,3 @@ def test_async_runs_at_once_use_the_least_busy_replica(servers: list[OpenAIServe
 
     asyncio.run(main_())
     assert [len(s.requests) for s in servers] == [2, 2, 2]
-

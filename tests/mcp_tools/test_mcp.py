@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mcp_servers import SERVER, wait_gone
 
 pytest.importorskip("mcp")
 
@@ -34,26 +35,13 @@ from agentcpm.mcp import (
 )
 from agentcpm.tools import ToolArgumentsError
 
-SERVER = Path(__file__).parent / "mcp_servers" / "demo_server.py"
-REPO = Path(__file__).parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def stdio_server(**options) -> MCPServer:
     options.setdefault("approval", "allow")
     options.setdefault("name", "demo")
     return MCPServer.stdio(sys.executable, [str(SERVER)], **options)
-
-
-def gone(pid: int) -> bool:
-    """True when the process is gone and reaped: no /proc entry (a zombie keeps one, in state Z)."""
-    return not Path(f"/proc/{pid}").exists()
-
-
-def wait_gone(pid: int) -> bool:
-    deadline = time.monotonic() + 15
-    while not gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return gone(pid)
 
 
 def by_name(server: MCPServer) -> dict:

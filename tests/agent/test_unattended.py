@@ -20,7 +20,7 @@ from agentcpm.errors import ConfigurationError, UsageLimitExceeded
 from agentcpm.transcript import Transcript
 from agentcpm.types import Completion, ImagePart, ToolCall, Usage
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def call(tool_name: str, call_id: str, **arguments: Any) -> dict[str, Any]:
@@ -297,7 +297,7 @@ def home(tmp_path: Path) -> Path:
 
 
 def test_cli_run_approve_later_then_resume_rejects_with_a_message(home: Path, tmp_path: Path, xvfb: Any) -> None:
-    from test_cli import agentcpm
+    from cli_process import agentcpm
 
     transcript = str(tmp_path / "run.jsonl")
     with OpenAIServer([ServerReply(tool_calls=[call("press", "k1", keys="ctrl+s")]), "Left it unsaved."]) as server:
@@ -318,7 +318,7 @@ def test_cli_run_approve_later_then_resume_rejects_with_a_message(home: Path, tm
 
 
 def test_cli_approve_later_needs_a_transcript_and_budget_flags_stop_the_run(home: Path) -> None:
-    from test_cli import agentcpm
+    from cli_process import agentcpm
 
     with OpenAIServer(default=ServerReply(tool_calls=[call("look", "x1", what="a")])) as server:
         common = ("--base-url", server.base_url, "--tools", "none")

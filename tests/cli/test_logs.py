@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_process import agentcpm, cli_env
 from markup import call
 from openai_server import OpenAIServer, ServerReply
-from test_cli import agentcpm, cli_env
 
 from agentcpm.logs import LogStore
 from agentcpm.transcript import Transcript
@@ -176,7 +176,7 @@ def test_resume_by_id_and_the_repl_history_and_load_commands(tmp_path: Path, ser
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (Debian package tmux)")
 def test_chat_c_in_a_terminal_continues_with_the_earlier_context(tmp_path: Path, server: OpenAIServer) -> None:
-    from test_repl import start_chat
+    from cli_process import start_chat
 
     server.push("The word is agentcpm.")
     run_cli(tmp_path, "ask", "Remember the word agentcpm.", "--base-url", server.base_url)
@@ -201,7 +201,7 @@ def test_chat_c_in_a_terminal_continues_with_the_earlier_context(tmp_path: Path,
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (Debian package tmux)")
 def test_two_repls_at_once_keep_each_others_history_and_logs(tmp_path: Path) -> None:
-    from test_repl import start_chat
+    from cli_process import start_chat
 
     server = OpenAIServer(default="ok.").start()
     history = tmp_path / "state" / "agentcpm" / "history"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import xdisplay
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def test_a_missing_program_is_named_with_its_install_command(monkeypatch):

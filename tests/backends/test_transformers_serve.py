@@ -25,7 +25,7 @@ from agentcpm import Client, Completed, ToolCallFinished, ToolCallStarted, ToolR
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]
 WEATHER_TOOL = {
     "type": "function",
     "function": {

@@ -135,7 +135,7 @@ def test_approval_ask_without_a_terminal_refuses_without_reading_stdin(tmp_path)
     ],
 )
 def test_examples_run_without_a_model(tmp_path, example, expected):
-    script = Path(__file__).resolve().parent.parent / "examples" / example
+    script = Path(__file__).resolve().parents[2] / "examples" / example
     transcript = tmp_path / "run.jsonl"
     out = subprocess.run(
         [sys.executable, str(script), "--transcript", str(transcript)], capture_output=True, text=True, timeout=60

@@ -4,19 +4,16 @@ screen shows (``tmux capture-pane``). The model is a real local HTTP server repl
 from __future__ import annotations
 
 import re
-import shlex
 import shutil
-import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import Terminal, cli_env, start_chat
 from markup import call
 from openai_server import OpenAIServer, ServerReply
-from test_cli import cli_env
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,62 +24,10 @@ TOOL_ANSWER = call("lookup", word="agentcpm")
 LONG_ANSWER = "This answer goes on and on. " * 200
 
 
-class Terminal:
-    """One tmux server of our own (its own socket) running one command in a 100x40 window."""
-
-    def __init__(self, command: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.socket = f"agentcpm-test-{uuid.uuid4().hex[:8]}"
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        line = f"cd {shlex.quote(str(cwd))} && env -i {exports} {shlex.join(command)}"
-        self.tmux("new-session", "-d", "-s", "main", "-x", "100", "-y", "40", line)
-        self.tmux("set-option", "-t", "main", "remain-on-exit", "on")
-
-    def tmux(self, *args: str) -> str:
-        out = subprocess.run(["tmux", "-u", "-L", self.socket, *args], capture_output=True, text=True, timeout=10)
-        return out.stdout
-
-    def type(self, text: str, enter: bool = True) -> None:
-        self.tmux("send-keys", "-t", "main", "-l", text)
-        if enter:
-            self.tmux("send-keys", "-t", "main", "Enter")
-
-    def key(self, name: str) -> None:
-        self.tmux("send-keys", "-t", "main", name)
-
-    def screen(self) -> str:
-        """Everything shown so far, scrollback included, as plain text."""
-        shown = self.tmux("capture-pane", "-p", "-J", "-t", "main", "-S", "-")
-        return "\n".join(line.rstrip() for line in shown.rstrip().splitlines())
-
-    def wait_for(self, text: str, timeout: float = 30.0, after: int = 0) -> str:
-        """Poll the screen until ``text`` appears (past character ``after``); fail with the screen if not."""
-        deadline = time.monotonic() + timeout
-        while True:
-            shown = self.screen()
-            if text in shown[after:]:
-                return shown
-            if time.monotonic() > deadline:
-                pytest.fail(f"{text!r} did not appear within {timeout} s; the screen shows:\n{shown}")
-            time.sleep(0.1)
-
-    def dead(self) -> bool:
-        return self.tmux("display-message", "-p", "-t", "main", "#{pane_dead}").strip() == "1"
-
-    def close(self) -> None:
-        self.tmux("kill-server")
-
-
 @pytest.fixture
 def server() -> Any:
     with OpenAIServer() as srv:
         yield srv
-
-
-def start_chat(tmp_path: Path, server: OpenAIServer, *extra: str, **env_extra: str) -> Terminal:
-    env = cli_env(tmp_path, TERM="xterm-256color", PATH="/usr/bin:/bin", **env_extra)
-    env.pop("NO_COLOR")
-    command = [sys.executable, "-m", "agentcpm", "chat", "--base-url", server.base_url, *extra]
-    return Terminal(command, env, tmp_path)
 
 
 @pytest.fixture

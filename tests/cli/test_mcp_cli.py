@@ -20,10 +20,10 @@ import pytest
 
 pytest.importorskip("mcp")
 
+from cli_process import agentcpm, cli_env, closed_port_url, one_friendly_line
 from markup import call
+from mcp_servers import SERVER, wait_gone
 from openai_server import OpenAIServer, ServerReply
-from test_cli import agentcpm, cli_env, closed_port_url, one_friendly_line
-from test_mcp import SERVER, wait_gone
 
 
 @pytest.fixture
@@ -246,7 +246,7 @@ def test_doctor_mcp_with_a_bad_config_file(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (Debian package tmux)")
 def test_repl_lists_mcp_tools_by_server_and_asks_before_calling(tmp_path: Path, server: OpenAIServer, tag: str) -> None:
-    from test_repl import start_chat
+    from cli_process import start_chat
 
     config = write_config(tmp_path, tag, demo={}, small={"include": ["echo"], "approval": "allow"})
     term = start_chat(tmp_path, server, "--tools", "none", "--mcp", str(config))

@@ -4,54 +4,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import ROOT, agentcpm, cli_env, closed_port_url, one_friendly_line
 from markup import call, calls
 from openai_server import OpenAIServer, ServerReply
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli_env(home: Path, **extra: str) -> dict[str, str]:
-    """The environment of a fresh user: no agentcpm settings, an empty home and state folder."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTCPM_", "OPENAI_"))}
-    env.pop("DISPLAY", None)
-    env.update(HOME=str(home), XDG_STATE_HOME=str(home / "state"), NO_COLOR="1", COLUMNS="100", HF_HUB_OFFLINE="1")
-    env.update(extra)
-    return env
-
-
-def agentcpm(home: Path, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentcpm", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=home,
-        env=cli_env(home, **env),
-        timeout=120,
-    )
-
-
-def one_friendly_line(stderr: str) -> str:
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in stderr
-    return lines[0]
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from markup import call
 from xdisplay import BUTTON, TkApp, needs
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 pytestmark = pytest.mark.slow
 
 

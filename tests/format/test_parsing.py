@@ -740,7 +740,7 @@ def test_docs_examples_run() -> None:
 
     import agentcpm.parsing
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "parsing.md").read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parents[2] / "docs" / "parsing.md").read_text(encoding="utf-8")
     namespace = {name: getattr(agentcpm.parsing, name) for name in agentcpm.parsing.__all__}
     failures = 0
     for block in re.findall(r"```python\n(.*?)```", text, re.S):
