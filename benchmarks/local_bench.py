@@ -276,7 +276,13 @@ def numbered(step: int) -> Any:
 def timed_chat(client: Any, messages: Any, **options: Any) -> tuple[Any, float]:
     started = time.perf_counter()
     answer = client.chat(messages, **options)
-    return answer.usage, time.perf_counter() - started
+    usage = answer.usage
+    print(
+        f"  .. {usage.prompt_tokens} prompt tokens, {usage.cached_tokens} cached, {usage.images_encoded} images "
+        f"encoded, TTFT {usage.time_to_first_token:.2f} s",
+        flush=True,
+    )
+    return usage, time.perf_counter() - started
 
 
 def repl_turns(client: Any, slices: int, max_tokens: int) -> list[Any]:
