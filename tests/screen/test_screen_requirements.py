@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import xdisplay
 
-TESTS = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent  # the screen tests
 
 
 def test_a_missing_program_is_named_with_its_install_command(monkeypatch):
@@ -49,7 +49,7 @@ def test_screen_tests_skip_with_reasons_without_xvfb_and_pynput(tmp_path):
     files = ["test_screen_actions.py", "test_screen_capture.py", "test_screen_tools.py", "test_screen_watch.py"]
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no_pynput", "-p", "no:cacheprovider", "-rs", "-q", *files],
-        cwd=TESTS,
+        cwd=HERE,
         env=env,
         capture_output=True,
         text=True,
