@@ -206,7 +206,7 @@ def check_mcp(report: Report, args: argparse.Namespace) -> None:
         return
     report.ok("mcp", version)
     from ..mcp import MCPError
-    from .main import mcp_servers, server_source
+    from .shared import mcp_servers, server_source
 
     try:
         servers = mcp_servers(args)

@@ -26,10 +26,10 @@ from rich.text import Text
 
 from .._redact import redact_url
 from ..types import ImagePart, Message, Usage
-from .main import (
+from .render import TurnView, format_usage, play, preview
+from .shared import (
     approval_prompt,
     build_tools,
-    friendly_error,
     gui,
     image_source,
     load_images,
@@ -38,7 +38,7 @@ from .main import (
     server_source,
     started_mcp_servers,
 )
-from .render import TurnView, format_usage, play, preview
+from .wording import friendly_error
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 

@@ -34,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log_to_stderr(args.verbose)
     upstream = args.upstream or args.base_url
     if not upstream:
-        from .main import check_model
+        from .shared import check_model
 
         check_model(args)
     client = Client(

@@ -115,8 +115,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     from ..agent import Agent
     from ..transcript import Transcript
-    from .main import build_tools, gui, make_client, started_mcp_servers
     from .render import TurnView, play
+    from .shared import build_tools, gui, make_client, started_mcp_servers
 
     console = Console(highlight=False)
     pending = Transcript.load_pending(args.transcript)

@@ -298,7 +298,7 @@ def test_repl_usage_shows_cached_tokens_and_images_encoded(lively, tmp_path):
 
     from rich.console import Console
 
-    from agentcpm.cli.main import parse_args
+    from agentcpm.cli.app import parse_args
     from agentcpm.cli.repl import Repl
 
     out = StringIO()

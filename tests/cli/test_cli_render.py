@@ -11,9 +11,10 @@ from markup import call
 from rich.console import Console
 
 from agentcpm import Client, Reply, ScriptedBackend
-from agentcpm.cli.main import image_source, parse_args
+from agentcpm.cli.app import parse_args
 from agentcpm.cli.render import TurnView, describe_result, format_arguments, preview
 from agentcpm.cli.repl import split_image_paths
+from agentcpm.cli.shared import image_source
 from agentcpm.types import ContentDelta, ReasoningDelta, ToolCall, ToolCallFinished, ToolResult
 
 CALL = call("click", x=500, y=120)

@@ -12,7 +12,7 @@ from markup import call
 from rich.console import Console
 
 from agentcpm import Client, ScriptedBackend, tool
-from agentcpm.cli.main import parse_args
+from agentcpm.cli.app import parse_args
 from agentcpm.cli.repl import Repl
 
 
