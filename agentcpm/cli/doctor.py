@@ -16,7 +16,7 @@ from ..client import DEFAULT_MODEL
 
 # package -> (extra that installs it, what it is for)
 PACKAGES = {
-    "openai": (None, "remote servers"),
+    "httpx": (None, "remote servers"),
     "rich": (None, "the terminal"),
     "mss": (None, "screen capture"),
     "torch": ("local", "running the model in-process"),
