@@ -27,26 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..client import Client
     from ..serve.config import ServeConfig
     from ..serve.main import log_to_stderr, serve
+    from .shared import client_from
 
     log_to_stderr(args.verbose)
     upstream = args.upstream or args.base_url
-    if not upstream:
-        from .shared import check_model
-
-        check_model(args)
-    client = Client(
-        base_url=upstream,
-        model=args.model,
-        api_key=args.upstream_api_key,
-        thinking=args.thinking or None,
-        downsample_mode=args.downsample,
-        max_slice_nums=args.max_slice_nums,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-    )
+    client = client_from(args, upstream, args.upstream_api_key)  # --api-key is this server's own key
     config = ServeConfig(
         model_names=args.served_model_name or _names(client, upstream, args.upstream_api_key),
         api_key=args.api_key or ServeConfig.key_from_env(),

@@ -14,11 +14,11 @@ if TYPE_CHECKING:
     from ..types import ImagePart, ToolCall
 
 
-def check_model(args: argparse.Namespace) -> None:
+def check_model(model: str | None, base_url: str | None = None) -> None:
     """Fail at once, before torch is imported, when the in-process model is a folder that is not there."""
-    if args.base_url or os.environ.get("AGENTCPM_BASE_URL"):
+    if base_url or os.environ.get("AGENTCPM_BASE_URL"):
         return
-    model = args.model or os.environ.get("AGENTCPM_MODEL")
+    model = model or os.environ.get("AGENTCPM_MODEL")
     if model:
         from ..backends.local import check_model_path
 
@@ -27,13 +27,18 @@ def check_model(args: argparse.Namespace) -> None:
 
 def make_client(args: argparse.Namespace) -> Client:
     """A Client configured from the common options (and the environment)."""
+    return client_from(args, args.base_url, args.api_key)
+
+
+def client_from(args: argparse.Namespace, base_url: str | None, api_key: str | None) -> Client:
+    """A Client for ``base_url`` (None: the model in-process) with the common model options of ``args``."""
     from ..client import Client
 
-    check_model(args)
+    check_model(args.model, base_url)
     return Client(
-        base_url=args.base_url,
+        base_url=base_url,
         model=args.model,
-        api_key=args.api_key,
+        api_key=api_key,
         thinking=args.thinking or None,
         downsample_mode=args.downsample,
         max_slice_nums=args.max_slice_nums,
