@@ -34,29 +34,17 @@ class CachedRun(Run):
         self._pending: list[Any] = []
         self._prompt_kept = False
 
-    def generate(self, on_tokens: Any) -> None:
-        """As :meth:`Run.generate`, from the longest kept state; new states are stored only on success."""
-        self.on_tokens = on_tokens
-        try:
-            import torch
-            from transformers import StoppingCriteriaList, set_seed
+    # the hooks of Run.generate: start from the longest kept state; store new states only on success
+    def _arguments(self) -> dict[str, Any]:
+        return self._prefill()
 
-            seed = self.kwargs.pop("seed", None)
-            if seed is not None:
-                set_seed(seed)
-            with torch.inference_mode():
-                arguments = self._prefill()
-                self.loaded.model.generate(
-                    **arguments, **self.kwargs, streamer=self, stopping_criteria=StoppingCriteriaList([self])
-                )
-            for state in self._pending:
-                self.store.put_state(state)
-            self.store.record(self.use)
-        except Exception as exc:  # raised by Output.finish as a BackendError
-            self.error = exc
-        finally:
-            self._cache, self._pending = None, []
-            self.loaded.lock.release()
+    def _succeeded(self) -> None:
+        for state in self._pending:
+            self.store.put_state(state)
+        self.store.record(self.use)
+
+    def _finished(self) -> None:
+        self._cache, self._pending = None, []
 
     def put(self, value: Any) -> None:
         if self._prompt_seen and not self._prompt_kept:  # the first new token: the cache holds the whole prompt

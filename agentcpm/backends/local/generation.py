@@ -67,12 +67,25 @@ class Run:
                 set_seed(seed)
             with torch.inference_mode():
                 self.loaded.model.generate(
-                    **self.inputs, **self.kwargs, streamer=self, stopping_criteria=StoppingCriteriaList([self])
+                    **self._arguments(), **self.kwargs, streamer=self, stopping_criteria=StoppingCriteriaList([self])
                 )
+            self._succeeded()
         except Exception as exc:  # raised by Output.finish as a BackendError
             self.error = exc
         finally:
+            self._finished()
             self.loaded.lock.release()
+
+    # what a run that starts from a kept state (.cached) changes ---------------------------------------
+    def _arguments(self) -> Any:
+        """The model inputs ``generate`` gets (inside inference mode, under the model's lock)."""
+        return self.inputs
+
+    def _succeeded(self) -> None:
+        """After ``generate`` returned without error."""
+
+    def _finished(self) -> None:
+        """After ``generate``, whatever happened."""
 
     def cancel(self) -> None:
         self.cancelled.set()
