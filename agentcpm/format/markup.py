@@ -4,14 +4,10 @@ The published chat template (``chat_template.jinja`` of the checkpoint) is the r
 matches it exactly. The parser (:mod:`agentcpm.format.parser`) reads the tags; the backends write tool
 definitions, calls and results in this form where a server's own template cannot (``tool_mode="prompt"``).
 
->>> print(render_tool_calls([ToolCall(name="f", arguments={"x": 1})]))
-<tool_call>
-<function=f>
-<parameter=x>
-1
-</parameter>
-</function>
-</tool_call>
+>>> print(tool_response("Sunny, 24 C"))
+<tool_response>
+Sunny, 24 C
+</tool_response>
 """
 
 from __future__ import annotations
