@@ -196,7 +196,9 @@ def request_messages(
 ) -> list[Message]:
     """What the model is sent: the newest tool images (:func:`tool_images_kept`: at most ``keep_images``,
     older ones dropped ``chunk`` at a time, by default :func:`prune_chunk`), user images always (within
-    ``max_images``), dropped ones as placeholders, then tool images moved into a following user turn."""
+    ``max_images``), then tool images moved into a following user turn. A dropped image becomes a placeholder
+    where it would have been (a tool's in that user turn: the tool's text is unchanged, so the prompt without
+    it is the prompt with it up to that turn, all a prefix cache can reuse)."""
     if not any(isinstance(p, ImagePart) for m in messages for p in m.content):
         return list(messages)  # the common case: nothing to window (the engine moves tool images anyway)
     tool_images = sum(1 for m in messages if m.role == "tool" for p in m.content if isinstance(p, ImagePart))
@@ -219,18 +221,20 @@ def request_messages(
                 total += 1
                 tool_kept += from_tool
     out: list[Message] = []
+    stand_ins: dict[tuple[int, int], str] = {}  # dropped tool images: their placeholder goes where they would be
     for index, message in enumerate(messages):
-        images = [i for i, p in enumerate(message.content) if isinstance(p, ImagePart)]
-        kept = keep.get(index, set())
-        if not images or set(images) <= kept:
+        dropped = [
+            i for i, p in enumerate(message.content) if isinstance(p, ImagePart) and i not in keep.get(index, ())
+        ]
+        if message.role == "tool" or not dropped:
+            stand_ins.update({(index, i): _OMITTED.format(steps[index]) for i in dropped})
             out.append(message)
             continue
         content = [
-            p if not isinstance(p, ImagePart) or i in kept else TextPart(_OMITTED.format(steps[index]))
-            for i, p in enumerate(message.content)
+            TextPart(_OMITTED.format(steps[index])) if i in dropped else p for i, p in enumerate(message.content)
         ]
         out.append(message.model_copy(update={"content": content}))
-    return move_tool_images(out)
+    return move_tool_images(out, stand_ins)
 
 
 # ---------------------------------------------------------------------------- structured output

@@ -7,7 +7,7 @@ the same parser, so ``Completion`` and the events look the same whichever one pr
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -152,22 +152,29 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def move_tool_images(messages: list[Message]) -> list[Message]:
+def move_tool_images(messages: list[Message], stand_ins: Mapping[tuple[int, int], str] | None = None) -> list[Message]:
     """Send images that tools returned in a user turn right after the tool results.
 
     The chat template has no place for images in ``tool`` turns and several servers drop them, so each
     run of consecutive tool messages keeps only its text, followed by one user message that carries the
-    images, each introduced by the name of the tool that returned it.
+    images, each introduced by the name of the tool that returned it. ``stand_ins`` maps (message index,
+    content position) of images not to send to the text that takes their place there (the agent's image
+    window): the tool's own text stays as it is, so a prompt without an old image matches the prompt with it
+    up to that image's turn (what a prefix cache can reuse).
     """
+    stand_ins = stand_ins or {}
     out: list[Message] = []
     pending: list[TextPart | ImagePart] = []
-    for message in messages:
-        if message.role == "tool" and message.images:
+    for index, message in enumerate(messages):
+        images = [(i, p) for i, p in enumerate(message.content) if isinstance(p, ImagePart)]
+        if message.role == "tool" and images:
             out.append(
                 message.model_copy(update={"content": [p for p in message.content if not isinstance(p, ImagePart)]})
             )
-            for image in message.images:
-                pending += [TextPart(f"Image returned by the {message.name or 'tool'} tool:"), image]
+            source = f"the {message.name} tool" if message.name else "a tool"
+            for position, image in images:
+                stand_in = stand_ins.get((index, position))
+                pending += [TextPart(f"Image returned by {source}:"), TextPart(stand_in) if stand_in else image]
             continue
         if pending and message.role != "tool":
             out.append(Message("user", pending))

@@ -496,8 +496,16 @@ def test_keep_images_replaces_older_tool_images_with_placeholders():
     sent_images = [p for m in last for p in m.images]
     assert len(sent_images) == 3  # the user's image and the two newest screenshots
     assert [img.open().getpixel((0, 0)) for img in sent_images] == [(255, 255, 0), (255, 255, 255), (0, 0, 0)]
-    tool_texts = [m.text for m in last if m.role == "tool"]
-    assert tool_texts[:3] == [f"[image from step {n} omitted]" for n in (1, 2, 3)]
+    # each dropped screenshot's placeholder is where it would have been: the user turn after the tool's results
+    # (the tool's own text is unchanged, so a prefix cache keeps everything before that turn)
+    assert all(m.text == "" for m in last if m.role == "tool")
+    after_tools = [last[i + 1] for i, m in enumerate(last[:-1]) if m.role == "tool"]
+    assert [m.text for m in after_tools] == [
+        *(f"Image returned by the screenshot tool:\n[image from step {n} omitted]" for n in (1, 2, 3)),
+        "Image returned by the screenshot tool:",
+        "Image returned by the screenshot tool:",
+    ]
+    assert [len(m.images) for m in after_tools] == [0, 0, 0, 1, 1]
     # result.messages keeps every image
     assert sum(len(m.images) for m in result.messages) == 6
 
