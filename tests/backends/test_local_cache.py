@@ -290,6 +290,66 @@ def test_tool_images_are_dropped_in_chunks_so_most_requests_only_grow():
     assert grows == [True, True, False, True, False]  # the window moves at steps 4 and 6 only
 
 
+def test_an_agent_dropping_old_screenshots_continues_from_the_turn_of_the_first_one_dropped(lively):
+    """A screenshot agent as agentcpm.Agent sends it (keep_images=3, chunked): between drops a step computes its
+    new turns only; a step that drops screenshots continues from the turn of the first one dropped, kept when
+    it was the first image of a prompt. Each screenshot is encoded once."""
+    from agentcpm import ToolCall
+    from agentcpm.agent.policy import request_messages
+    from agentcpm.backends.local.backend import _to_hf_message
+
+    def run(client: Client) -> tuple[list[tuple], list[Any], list[int]]:
+        history = [Message("system", "You operate a computer."), Message("user", "Turn on dark mode.")]
+        answers, usages, anchors = [], [], []
+        for step in range(1, 7):
+            call = ToolCall(id=f"call_{step}", name="get_weather", arguments={"city": f"step {step}"})
+            shot = picture((40 * step, 0, 0))
+            history += [Message.assistant("", [call]), Message("tool", ["Done.", shot], tool_call_id=call.id)]
+            request = request_messages(history, keep_images=3, max_images=None)
+            done = client.chat(request, tools=[WEATHER_TOOL], max_tokens=8, temperature=0)
+            answers.append(answer(done))
+            usages.append(done.usage)
+            # where each screenshot's turn starts in this request (tokens: the tokenizer is byte-level)
+            loaded = client.backend.load()
+            text = loaded.processor.apply_chat_template(
+                [_to_hf_message(m) for m in request], tools=[WEATHER_TOOL], add_generation_prompt=True, tokenize=False
+            )
+            marks = [i for i in range(len(text)) if text.startswith("<|im_start|>user\nImage returned", i)]
+            anchors.append([len(loaded.tokenizer(text[:i], add_special_tokens=False).input_ids) for i in marks])
+        return answers, usages, anchors
+
+    plain, _, _ = run(Client(model=str(lively), device="cpu", cache=False))
+    client = Client(model=str(lively), device="cpu")
+    answers, usages, anchors = run(client)
+    assert answers == plain
+    assert [len(a) for a in anchors] == [1, 2, 3, 4, 5, 6]  # a turn per screenshot, sent or dropped
+    assert [u.images_encoded for u in usages] == [1] * 6  # each screenshot once
+    for step in (2, 3, 5):  # the window did not move: the previous prompt less its generation prompt
+        assert usages[step - 1].cached_tokens == usages[step - 2].prompt_tokens - GENERATION_PROMPT
+    # steps 4 and 6 drop screenshots 1-2 and 3-4: they continue from the start of the turn of screenshot 1
+    # (kept at step 1, where it was the first image) and of screenshot 3 (kept at step 4)
+    assert usages[3].cached_tokens == anchors[3][0] == anchors[0][0]
+    assert usages[5].cached_tokens == anchors[5][2] == anchors[3][2]
+    assert usages[5].prompt_tokens - usages[5].cached_tokens < usages[5].prompt_tokens / 2
+
+
+def test_a_new_screenshot_with_the_same_system_prompt_reuses_the_text_before_it(lively):
+    """Scripted screenshot reading: the same system prompt and tools with a new screenshot each time."""
+    client = Client(model=str(lively), device="cpu")
+    plain = Client(model=str(lively), device="cpu", cache=False)
+    usages = []
+    for color in ("red", "blue", "green"):
+        messages = [Message("system", "You read screens."), Message("user", [picture(color), "What is on it?"])]
+        options = {"tools": [WEATHER_TOOL], "max_tokens": 6, "temperature": 0}
+        cached = client.chat(messages, **options)
+        assert answer(cached) == answer(plain.chat(messages, **options))
+        usages.append(cached.usage)
+    assert usages[0].cached_tokens == 0
+    # everything up to the user turn that holds the screenshot: the system prompt and the tools
+    assert usages[1].cached_tokens == usages[2].cached_tokens > len("You read screens.")
+    assert [u.images_encoded for u in usages] == [1, 1, 1]
+
+
 # ---------------------------------------------------------------------------- visible in the REPL
 
 

@@ -3,11 +3,14 @@
 Two kinds of entry share one memory budget, least recently used first out:
 
 - **model states**: the language model's cache (a transformers ``DynamicCache``: the key/values of the
-  full-attention layers AND the convolution and recurrent states of the linear-attention layers) copied at two
-  points of each prompt: the end of the last user turn (where the generation prompt starts: a follow-up
+  full-attention layers AND the convolution and recurrent states of the linear-attention layers) copied at up
+  to three points of each prompt: the start of the turn of its first image (the text before any image: the
+  system prompt, the tools, an agent's task; when an agent drops its oldest screenshots, the next request
+  continues from here), the end of the last user turn (where the generation prompt starts: a follow-up
   question continues from there, since the template re-renders the previous answer) and the end of the prompt
-  (an agent's next step continues from there: within a run the prompt only grows). A new prompt continues from
-  the longest kept state whose tokens AND images are a prefix of its own; only the rest is computed.
+  (an agent's next step continues from there when the template renders its history append-only). A new
+  prompt continues from the longest kept state whose tokens AND images are a prefix of its own; only the rest
+  is computed.
 - **vision features**: each image's encoder output, by content (a hash of its pixel values, slice layout,
   downsample mode and dtype), so an image is encoded once, also when the prefix breaks.
 
@@ -96,12 +99,15 @@ class PromptImage:
 @dataclass(frozen=True)
 class Layout:
     """What a cached run needs to know about a prompt: its tokens (as bytes, for prefix tests), its images,
-    and where the generation prompt starts (the end of the last user turn)."""
+    where the generation prompt starts (``split``: the end of the last user turn) and where the turn of its
+    first image starts (``anchor``: everything before it is text that dropping or changing images leaves as
+    it is)."""
 
     tokens: bytes
     length: int
     images: tuple[PromptImage, ...]
     split: int | None
+    anchor: int | None = None
 
     @property
     def keys(self) -> tuple[bytes, ...]:
@@ -156,7 +162,8 @@ def analyse(loaded: Any, inputs: Any, mode: str) -> Layout | None:
     starts = [i for i, token in enumerate(ids) if token == im_start]
     tokens = inputs["input_ids"][0].to("cpu").numpy().astype("<i8").tobytes()
     split = starts[-1] if starts and starts[-1] > 0 else None
-    return Layout(tokens, len(ids), tuple(images), split)
+    anchor = max((s for s in starts if images and s <= images[0].start), default=0) or None
+    return Layout(tokens, len(ids), tuple(images), split, anchor)
 
 
 def _image_key(pixels: Any, sizes: Any, mode: str) -> bytes:
@@ -198,6 +205,7 @@ class KeptState:
     cache: Any
     nbytes: int
     request: int
+    anchor: bool = False  # kept before the first image: a later state extending it does not make it stale
 
     @property
     def key(self) -> bytes:
@@ -288,7 +296,9 @@ class PrefixCache:
     def put_state(self, state: KeptState) -> None:
         with self._lock:  # older states this one extends are the first to go when memory runs short
             for key, entry in list(self._entries.items()):
-                if key[0] == "state" and entry.request != state.request and state.tokens.startswith(entry.tokens):
+                if key[0] != "state" or entry.anchor or entry.request == state.request:
+                    continue
+                if state.tokens.startswith(entry.tokens):
                     self._entries.move_to_end(key, last=False)
         self._put(("state", state.key), state, state.nbytes)
 
@@ -316,7 +326,9 @@ class PrefixCache:
                 setattr(self.total, name, getattr(self.total, name) + getattr(use, name))
 
 
-def keep(cache: Any, tokens: bytes, length: int, images: tuple[bytes, ...], request: int) -> KeptState:
+def keep(
+    cache: Any, tokens: bytes, length: int, images: tuple[bytes, ...], request: int, anchor: bool = False
+) -> KeptState:
     """A kept copy of ``cache`` as it is now (after ``length`` tokens)."""
     kept = copy.deepcopy(cache)
-    return KeptState(tokens, length, images, kept, nbytes(kept), request)
+    return KeptState(tokens, length, images, kept, nbytes(kept), request, anchor)

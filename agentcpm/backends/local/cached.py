@@ -1,7 +1,7 @@
 """A generation that starts from a kept model state (:mod:`.cache`): under the model's lock it finds the longest
-kept prefix, encodes only the images it has no features for, computes the prompt up to the end of the last
-user turn (keeping a copy there), hands the rest to ``generate`` (keeping a copy at the end of the prompt) and
-stores its new states only once the model ran without error."""
+kept prefix, encodes only the images it has no features for, computes the prompt up to the start of its first
+image's turn and the end of the last user turn (keeping a copy at each), hands the rest to ``generate``
+(keeping a copy at the end of the prompt) and stores its new states only once the model ran without error."""
 
 from __future__ import annotations
 
@@ -54,8 +54,9 @@ class CachedRun(Run):
 
     # ------------------------------------------------------------------------------------------------------
     def _prefill(self) -> dict[str, Any]:
-        """Take the longest kept state, encode the missing images, compute up to the end of the last user turn;
-        the ``generate`` arguments for the rest."""
+        """Take the longest kept state, encode the missing images, compute up to each point worth keeping (the
+        start of the first image's turn, the end of the last user turn) and keep a copy there; the ``generate``
+        arguments for the rest."""
         import torch
         from transformers import DynamicCache
 
@@ -68,21 +69,17 @@ class CachedRun(Run):
         features = self._features([image for image in layout.images if image.end > start])
         input_ids = self.inputs["input_ids"]
         name = _cache_argument(model)
-        split = layout.split
-        if split is not None and split > start:
-            part = self._images_in(start, split, features)
-            encoded = {"image": part} if part is not None else None
+        for point in sorted({p for p in (layout.anchor, layout.split) if p is not None and p > start}):
+            part = self._images_in(start, point, features)
             model.model(
-                input_ids=input_ids[:, start:split],
+                input_ids=input_ids[:, start:point],
                 use_cache=True,
-                mm_encoder_outputs=encoded,
+                mm_encoder_outputs={"image": part} if part is not None else None,
                 downsample_mode=self.kwargs.get("downsample_mode"),
                 **{name: cache},
             )
-            self._keep(split)
-            start_of_rest = split
-        else:
-            start_of_rest = start
+            self._keep(point, anchor=point == layout.anchor)
+            start = point
         self.use.cached_tokens = kept.length if kept is not None else 0
         self.use.tokens_computed = layout.length - self.use.cached_tokens
         arguments: dict[str, Any] = {
@@ -90,7 +87,7 @@ class CachedRun(Run):
             "attention_mask": torch.ones_like(input_ids),
             name: cache,
         }
-        rest = self._images_in(start_of_rest, layout.length, features)
+        rest = self._images_in(start, layout.length, features)
         if rest is not None:
             arguments["mm_encoder_outputs"] = {"image": rest}
         return arguments
@@ -130,13 +127,13 @@ class CachedRun(Run):
         # the model takes a list of per-slice tensors here (it concatenates them)
         return BaseModelOutputWithPooling(pooler_output=slices) if slices else None  # type: ignore[arg-type]
 
-    def _keep(self, length: int) -> None:
+    def _keep(self, length: int, anchor: bool = False) -> None:
         """Keep a copy of the cache as it is now (after ``length`` prompt tokens), stored once the run succeeds."""
         tokens = self.layout.tokens[: length * 8]
         images = self.layout.keys_before(length)
         if self._cache is None or self.store.has_state(state_key(tokens, images)):
             return
-        self._pending.append(keep(self._cache, tokens, length, images, self._request))
+        self._pending.append(keep(self._cache, tokens, length, images, self._request, anchor))
 
 
 class CachedOutput(Output):
