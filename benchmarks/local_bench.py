@@ -273,6 +273,19 @@ def numbered(step: int) -> Any:
     return image
 
 
+def warm_up(client: Any) -> None:
+    """One small request with an image, so that neither half pays the first call's set-up; nothing kept."""
+    from PIL import Image
+
+    from agentcpm import ImagePart, Message
+
+    picture = ImagePart(Image.new("RGB", (448, 448), "gray"))
+    client.chat([Message("user", [picture, "Warm up."])], max_tokens=2, max_slice_nums=1)
+    cache = getattr(client.backend, "cache", None)
+    if cache is not None:
+        cache.clear()
+
+
 def timed_chat(client: Any, messages: Any, **options: Any) -> tuple[Any, float]:
     started = time.perf_counter()
     answer = client.chat(messages, **options)
@@ -329,9 +342,17 @@ def agent_steps(client: Any, steps: int, slices: int, max_tokens: int) -> tuple[
 
 
 def bench_cache(
-    dtype: str, slices: int, agent_slices: int, steps: int, max_tokens: int, folder: Path | None, device: str
+    dtype: str,
+    slices: int,
+    agent_slices: int,
+    steps: int,
+    max_tokens: int,
+    folder: Path | None,
+    device: str,
+    only: str | None = None,
 ) -> None:
-    """The same REPL conversation and screenshot agent with the prefix cache off, then on."""
+    """The same REPL conversation and screenshot agent (or ``only`` one of them) with the prefix cache off, then
+    on."""
     from agentcpm import Client
 
     with tempfile.TemporaryDirectory(prefix="agentcpm-full-") as tmp:
@@ -341,34 +362,42 @@ def bench_cache(
         for cache in (False, True):
             client = Client(model=str(folder), device=device, dtype=dtype, cache=cache)
             loaded = client.backend.load()  # type: ignore[attr-defined]
+            warm_up(client)
             peak_memory_reset()
-            turns = repl_turns(client, slices, max_tokens)
-            agent, total = agent_steps(client, steps, agent_slices, max_tokens)
+            turns = repl_turns(client, slices, max_tokens) if only != "agent" else []
+            agent, total = agent_steps(client, steps, agent_slices, max_tokens) if only != "repl" else ([], 0.0)
             runs[cache] = (turns, agent, total, memory_gib("VmHWM"))
         print(f"{loaded.device} ({loaded.dtype}), torch threads {__import__('torch').get_num_threads()}")
-        print(f"REPL, turn 1 a 1920x1080 screenshot (16x, max_slice_nums={slices}), turns 2-3 text:")
-        print("turn  prompt  cached  TTFT off (s)  TTFT on (s)  on/off  on / turn 1 on")
-        for index, (off, on) in enumerate(zip(runs[False][0], runs[True][0], strict=True)):
-            first = runs[True][0][0].time_to_first_token
-            print(
-                f"{index + 1:4}  {on.prompt_tokens:6}  {on.cached_tokens:6}  {off.time_to_first_token:12.2f}  "
-                f"{on.time_to_first_token:11.2f}  {on.time_to_first_token / off.time_to_first_token:6.3f}  "
-                f"{on.time_to_first_token / first:14.3f}"
-            )
-        print(
-            f"agent, {steps} steps, a new 1920x1080 screenshot each (16x, max_slice_nums={agent_slices}, "
-            "keep_images=3):"
-        )
-        print("step  prompt  computed  images encoded off/on  TTFT off (s)  TTFT on (s)")
-        for index, (off, on) in enumerate(zip(runs[False][1], runs[True][1], strict=True)):
-            print(
-                f"{index + 1:4}  {on.prompt_tokens:6}  {on.prompt_tokens - on.cached_tokens:8}  "
-                f"{off.images_encoded:14}/{on.images_encoded:<6}  {off.time_to_first_token:12.2f}  "
-                f"{on.time_to_first_token:11.2f}"
-            )
-        off_total, on_total = runs[False][2], runs[True][2]
-        print(f"agent run: {off_total:.1f} s off, {on_total:.1f} s on: {off_total / on_total:.2f}x faster")
+        if only != "agent":
+            print_repl(runs, slices)
+        if only != "repl":
+            print_agent(runs, steps, agent_slices)
         print(f"peak memory (VmHWM): {runs[False][3]:.2f} GiB off, {runs[True][3]:.2f} GiB on")
+
+
+def print_repl(runs: dict[bool, Any], slices: int) -> None:
+    print(f"REPL, turn 1 a 1920x1080 screenshot (16x, max_slice_nums={slices}), turns 2-3 text:")
+    print("turn  prompt  cached  TTFT off (s)  TTFT on (s)  on/off  on / turn 1 on")
+    for index, (off, on) in enumerate(zip(runs[False][0], runs[True][0], strict=True)):
+        first = runs[True][0][0].time_to_first_token
+        print(
+            f"{index + 1:4}  {on.prompt_tokens:6}  {on.cached_tokens:6}  {off.time_to_first_token:12.2f}  "
+            f"{on.time_to_first_token:11.2f}  {on.time_to_first_token / off.time_to_first_token:6.3f}  "
+            f"{on.time_to_first_token / first:14.3f}"
+        )
+
+
+def print_agent(runs: dict[bool, Any], steps: int, agent_slices: int) -> None:
+    print(f"agent, {steps} steps, a new 1920x1080 screenshot each (16x, max_slice_nums={agent_slices}, keep_images=3):")
+    print("step  prompt  computed  images encoded off/on  TTFT off (s)  TTFT on (s)")
+    for index, (off, on) in enumerate(zip(runs[False][1], runs[True][1], strict=True)):
+        print(
+            f"{index + 1:4}  {on.prompt_tokens:6}  {on.prompt_tokens - on.cached_tokens:8}  "
+            f"{off.images_encoded:14}/{on.images_encoded:<6}  {off.time_to_first_token:12.2f}  "
+            f"{on.time_to_first_token:11.2f}"
+        )
+    off_total, on_total = runs[False][2], runs[True][2]
+    print(f"agent run: {off_total:.1f} s off, {on_total:.1f} s on: {off_total / on_total:.2f}x faster")
 
 
 def main() -> None:
@@ -377,6 +406,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=36, help="cache: max_slice_nums of the REPL screenshot")
     parser.add_argument("--agent-slices", type=int, default=4, help="cache: max_slice_nums of the agent's shots")
     parser.add_argument("--steps", type=int, default=6, help="cache: agent steps")
+    parser.add_argument("--only", choices=["repl", "agent"], help="cache: run only the REPL or only the agent")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--modes", nargs="+", default=["16x", "4x"], choices=["16x", "4x", "text"])
     parser.add_argument("--max-tokens", type=int, default=16)
@@ -389,7 +419,9 @@ def main() -> None:
         bench_tiny(args.repeats)
     elif args.part == "cache":
         dtype = "bfloat16" if args.dtype == "auto" else args.dtype
-        bench_cache(dtype, args.slices, args.agent_slices, args.steps, args.max_tokens, args.folder, args.device)
+        bench_cache(
+            dtype, args.slices, args.agent_slices, args.steps, args.max_tokens, args.folder, args.device, args.only
+        )
     else:
         bench_full(args.modes, args.max_tokens, args.dtype, args.threads, args.folder, args.device)
 

@@ -6,18 +6,12 @@ image's turn and the end of the last user turn (keeping a copy at each), hands t
 from __future__ import annotations
 
 import copy
-import inspect
 from typing import Any
 
 from ..base import UsageChunk
 from .cache import CacheUse, Layout, PrefixCache, PromptImage, keep, state_key
 from .generation import Output, Run
 from .loading import LoadedModel
-
-
-def _cache_argument(model: Any) -> str:
-    """``cache`` since transformers 5.24, ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class CachedRun(Run):
@@ -35,9 +29,6 @@ class CachedRun(Run):
         self._prompt_kept = False
 
     # the hooks of Run.generate: start from the longest kept state; store new states only on success
-    def _arguments(self) -> dict[str, Any]:
-        return self._prefill()
-
     def _succeeded(self) -> None:
         for state in self._pending:
             self.store.put_state(state)
@@ -53,44 +44,26 @@ class CachedRun(Run):
         super().put(value)
 
     # ------------------------------------------------------------------------------------------------------
-    def _prefill(self) -> dict[str, Any]:
+    def _arguments(self) -> dict[str, Any]:
         """Take the longest kept state, encode the missing images, compute up to each point worth keeping (the
         start of the first image's turn, the end of the last user turn) and keep a copy there; the ``generate``
         arguments for the rest."""
-        import torch
-        from transformers import DynamicCache
-
-        model, layout = self.loaded.model, self.layout
-        self._request = self.store.bind(model)
+        layout = self.layout
+        self._request = self.store.bind(self.loaded.model)
         kept = self.store.lookup(layout, limit=layout.length - 1)  # generate needs at least one new token
         start = kept.length if kept is not None else 0
-        cache = copy.deepcopy(kept.cache) if kept is not None else DynamicCache(config=model.config)
-        self._cache = cache
+        cache = self._cache = copy.deepcopy(kept.cache) if kept is not None else self._new_cache()
         features = self._features([image for image in layout.images if image.end > start])
         input_ids = self.inputs["input_ids"]
-        name = _cache_argument(model)
-        for point in sorted({p for p in (layout.anchor, layout.split) if p is not None and p > start}):
-            part = self._images_in(start, point, features)
-            model.model(
-                input_ids=input_ids[:, start:point],
-                use_cache=True,
-                mm_encoder_outputs={"image": part} if part is not None else None,
-                downsample_mode=self.kwargs.get("downsample_mode"),
-                **{name: cache},
-            )
-            self._keep(point, anchor=point == layout.anchor)
+        # the points worth keeping, and the last token (whose logits generate computes)
+        for point in sorted({p for p in (layout.anchor, layout.split, layout.length - 1) if p and p > start}):
+            self._prefill(cache, input_ids[:, start:point], mm_encoder_outputs=self._images_in(start, point, features))
+            if point in (layout.anchor, layout.split):
+                self._keep(point, anchor=point == layout.anchor)
             start = point
         self.use.cached_tokens = kept.length if kept is not None else 0
         self.use.tokens_computed = layout.length - self.use.cached_tokens
-        arguments: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            name: cache,
-        }
-        rest = self._images_in(start, layout.length, features)
-        if rest is not None:
-            arguments["mm_encoder_outputs"] = {"image": rest}
-        return arguments
+        return self._continue(input_ids, cache)
 
     def _features(self, images: list[PromptImage]) -> dict[bytes, list[Any]]:
         """Each image's encoder output: kept ones as they are, the others encoded together now and kept."""
@@ -121,11 +94,12 @@ class CachedRun(Run):
         return found
 
     def _images_in(self, start: int, end: int, features: dict[bytes, list[Any]]) -> Any:
+        """The vision features of the images between ``start`` and ``end``, as the model takes them, or None."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         slices = [s for image in self.layout.images if start <= image.start < end for s in features[image.key]]
         # the model takes a list of per-slice tensors here (it concatenates them)
-        return BaseModelOutputWithPooling(pooler_output=slices) if slices else None  # type: ignore[arg-type]
+        return {"image": BaseModelOutputWithPooling(pooler_output=slices)} if slices else None  # type: ignore[arg-type]
 
     def _keep(self, length: int, anchor: bool = False) -> None:
         """Keep a copy of the cache as it is now (after ``length`` prompt tokens), stored once the run succeeds."""
