@@ -98,7 +98,7 @@ def bench_tiny(repeats: int) -> None:
     folder = build_tiny_model(Path(workdir.name) / "tiny", replies=TOOL_SCRIPT)
     image = Image.new("RGB", (640, 480), "white")
 
-    client = Client(model=str(folder), device="cpu")
+    client = Client(model=str(folder), device="cpu", cache=False)  # the same work as by hand: nothing reused
     model = client.backend.load().model  # type: ignore[attr-defined]
     processor = load_processor(folder)
 
