@@ -10,7 +10,7 @@ from typing import Any
 
 from ..base import UsageChunk
 from .cache import CacheUse, Layout, PrefixCache, PromptImage, keep, state_key
-from .generation import Output, Run
+from .generation import SHORT_REST, Output, Run
 from .loading import LoadedModel
 
 
@@ -55,8 +55,11 @@ class CachedRun(Run):
         cache = self._cache = copy.deepcopy(kept.cache) if kept is not None else self._new_cache()
         features = self._features([image for image in layout.images if image.end > start])
         input_ids = self.inputs["input_ids"]
-        # the points worth keeping, and the last token (whose logits generate computes)
-        for point in sorted({p for p in (layout.anchor, layout.split, layout.length - 1) if p and p > start}):
+        # the points worth keeping; then all but the last token unless what is left is short (see SHORT_REST)
+        points = sorted({p for p in (layout.anchor, layout.split) if p and p > start})
+        if layout.length - max([start, *points]) > SHORT_REST:
+            points.append(layout.length - 1)
+        for point in points:
             self._prefill(cache, input_ids[:, start:point], mm_encoder_outputs=self._images_in(start, point, features))
             if point in (layout.anchor, layout.split):
                 self._keep(point, anchor=point == layout.anchor)

@@ -17,6 +17,10 @@ from ...errors import BackendError
 from ..base import FinishChunk, RawChunk, TextChunk, UsageChunk
 from .loading import LoadedModel
 
+#: Up to this many prompt tokens go to ``generate`` as they are: their logits (248k each) cost less than one
+#: more pass over the weights would.
+SHORT_REST = 64
+
 
 def cache_argument(model: Any) -> str:
     """The name of the model's cache argument: ``cache`` since transformers 5.24, ``past_key_values`` before."""
@@ -86,13 +90,14 @@ class Run:
     def _arguments(self) -> dict[str, Any]:
         """The model inputs ``generate`` gets (inside inference mode, under the model's lock): all of the
         prompt but its last token already through the language model (:meth:`_prefill`), so that ``generate``
-        computes the vocabulary's logits for that one token. The model's forward has no ``logits_to_keep``: on
+        computes the vocabulary's logits for that one token (a prompt of at most :data:`SHORT_REST` tokens
+        goes to ``generate`` whole). The model's forward has no ``logits_to_keep``: on
         the whole prompt it computes 248k logits per position, about 1 GB per 1,000 prompt tokens in float32
         and on CPU as long as the language model's own work."""
         inputs = dict(self.inputs)
         input_ids = inputs.pop("input_ids")
         inputs.pop("attention_mask", None)
-        if input_ids.shape[1] < 2:
+        if input_ids.shape[1] <= SHORT_REST:
             return dict(self.inputs)
         cache = self._new_cache()
         self._prefill(cache, input_ids[:, :-1], **inputs)
