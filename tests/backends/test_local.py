@@ -420,3 +420,21 @@ def test_creating_a_local_client_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_the_prompt_never_goes_through_the_vocabulary_projection_whole(scripted_model_path, monkeypatch, cache):
+    """The model's forward has no logits_to_keep: given the whole prompt it projects every position onto the
+    248k-word vocabulary (1 GB per 1,000 tokens in float32). The prompt goes through the language model first;
+    the projection sees at most a short rest of it, then one token at a time."""
+    from agentcpm.backends.local.generation import SHORT_REST
+
+    client = Client(model=str(scripted_model_path), device="cpu", cache=cache)
+    head = client.backend.load().model.lm_head
+    widths: list[int] = []
+    original = head.forward
+    monkeypatch.setattr(head, "forward", lambda hidden: widths.append(hidden.shape[1]) or original(hidden))
+    long_question = "Describe this picture in detail, please. " * 8
+    done = client.chat([Message("user", [picture(), long_question])], max_tokens=5, temperature=0)
+    assert done.usage.prompt_tokens > 4 * SHORT_REST
+    assert widths and max(widths) <= SHORT_REST and widths[1:] == [1] * (len(widths) - 1)
