@@ -55,9 +55,11 @@ class CachedRun(Run):
         cache = self._cache = copy.deepcopy(kept.cache) if kept is not None else self._new_cache()
         features = self._features([image for image in layout.images if image.end > start])
         input_ids = self.inputs["input_ids"]
-        # the points worth keeping; then all but the last token unless what is left is short (see SHORT_REST)
+        # the points worth keeping; then all but the last token, unless what is left is short (see SHORT_REST)
+        # and holds no image (generate gets no vision features)
         points = sorted({p for p in (layout.anchor, layout.split) if p and p > start})
-        if layout.length - max([start, *points]) > SHORT_REST:
+        last = max([start, *points])
+        if layout.length - last > SHORT_REST or any(image.end > last for image in layout.images):
             points.append(layout.length - 1)
         for point in points:
             self._prefill(cache, input_ids[:, start:point], mm_encoder_outputs=self._images_in(start, point, features))
