@@ -5,7 +5,6 @@ token ids to another thread or the event loop (:class:`Batches`), and token ids 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -20,11 +19,6 @@ from .loading import LoadedModel
 #: Up to this many prompt tokens go to ``generate`` as they are: their logits (248k each) cost less than one
 #: more pass over the weights would.
 SHORT_REST = 64
-
-
-def cache_argument(model: Any) -> str:
-    """The name of the model's cache argument: ``cache`` since transformers 5.24, ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class Run:
@@ -111,12 +105,11 @@ class Run:
     def _prefill(self, cache: Any, input_ids: Any, **inputs: Any) -> None:
         """Run ``input_ids`` (with the images or videos in ``inputs``) through the language model into
         ``cache``; no logits."""
-        model = self.loaded.model
-        model.model(
+        self.loaded.model.model(
             input_ids=input_ids,
             use_cache=True,
             downsample_mode=self.kwargs.get("downsample_mode"),
-            **{cache_argument(model): cache},
+            **{self.loaded.cache_argument: cache},
             **inputs,
         )
 
@@ -127,7 +120,7 @@ class Run:
         return {
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),
-            cache_argument(self.loaded.model): cache,
+            self.loaded.cache_argument: cache,
         }
 
     def _succeeded(self) -> None:

@@ -6,6 +6,7 @@ torch and transformers are imported on the first call, never at ``import agentcp
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +238,12 @@ class LoadedModel:
     @property
     def tokenizer(self) -> Any:
         return self.processor.tokenizer
+
+    @cached_property
+    def cache_argument(self) -> str:
+        """The name of the model's cache argument: ``cache`` since transformers 5.24, ``past_key_values``
+        before (read once: every request passes it)."""
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
 
 _MODELS: dict[tuple[str, str, str], LoadedModel] = {}
