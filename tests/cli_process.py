@@ -27,16 +27,23 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def agentcpm(home: Path, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+def python(
+    home: Path, *args: str, stdin: str | None = None, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in ``home`` with :func:`cli_env`, its output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "agentcpm", *args],
+        [sys.executable, *args],
         input=stdin,
         capture_output=True,
         text=True,
         cwd=home,
         env=cli_env(home, **env),
-        timeout=120,
+        timeout=timeout,
     )
+
+
+def agentcpm(home: Path, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    return python(home, "-m", "agentcpm", *args, stdin=stdin, **env)
 
 
 def one_friendly_line(stderr: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_process import ROOT, agentcpm, cli_env, closed_port_url, one_friendly_line
+from cli_process import ROOT, agentcpm, cli_env, closed_port_url, one_friendly_line, python
 from markup import call, calls
 from openai_server import OpenAIServer, ServerReply
 
@@ -163,14 +163,7 @@ def test_ask_the_tiny_model(home: Path, scripted_model_path: Path) -> None:
 def run_main(home: Path, code: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``main(args)`` in a fresh interpreter after ``code`` ran (to hide a package, say); exits with its status."""
     script = f"import sys\n{code}\nfrom agentcpm.cli.main import main\nsys.exit(main(sys.argv[1:]))"
-    return subprocess.run(
-        [sys.executable, "-c", script, *args],
-        capture_output=True,
-        text=True,
-        cwd=home,
-        env=cli_env(home, **env),
-        timeout=300,
-    )
+    return python(home, "-c", script, *args, timeout=300, **env)
 
 
 def test_missing_model_folder_fails_at_once_without_torch(home: Path) -> None:
