@@ -30,7 +30,7 @@ import itertools
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ...errors import ConfigurationError
@@ -322,8 +322,8 @@ class PrefixCache:
     def record(self, use: CacheUse) -> None:
         with self._lock:
             self.last = use
-            for name in ("prompt_tokens", "cached_tokens", "tokens_computed", "images", "images_encoded"):
-                setattr(self.total, name, getattr(self.total, name) + getattr(use, name))
+            for counter in fields(CacheUse):
+                setattr(self.total, counter.name, getattr(self.total, counter.name) + getattr(use, counter.name))
 
 
 def keep(
