@@ -28,6 +28,16 @@ T = TypeVar("T")
 _local = threading.local()
 
 
+def is_interruption(exc: BaseException) -> bool:
+    """A Ctrl-C or a cancellation, also wrapped in (nested) exception groups of nothing else: a Ctrl-C that
+    lands inside a task of a task group (httpx connecting through anyio, an MCP session) reaches the code
+    above that group as a ``BaseExceptionGroup``."""
+    inner = getattr(exc, "exceptions", None)  # BaseExceptionGroup (the exceptiongroup backport on 3.10)
+    if type(exc).__name__.endswith("ExceptionGroup") and isinstance(inner, tuple) and inner:
+        return all(is_interruption(e) for e in inner)
+    return isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+
+
 def loop_running() -> bool:
     """Whether an event loop runs in this thread (then sync code must not start another one here)."""
     try:
@@ -148,8 +158,8 @@ def _drive(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop, interr
             else:
                 interrupted = True
                 task.cancel()
-        except asyncio.CancelledError:
-            if interrupted:
+        except BaseException as exc:  # cancelled, or a task group's group of interruptions
+            if interrupted and is_interruption(exc):
                 raise KeyboardInterrupt from None
             raise
         finally:

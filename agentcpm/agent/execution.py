@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 
 from .. import tracing
+from .._sync import is_interruption
 from ..tools import to_content
 from ..types import ImagePart, ToolResult
 from .approval import granted
@@ -95,7 +96,9 @@ async def run_calls(
                 yield finished(await execute(decision, default_timeout, deadline))
         for future in asyncio.as_completed(tasks):
             yield finished(await future)
-    except (asyncio.CancelledError, KeyboardInterrupt):
+    except BaseException as exc:
+        if not is_interruption(exc):
+            raise
         for task in tasks:
             task.cancel()
         if tasks:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import tracing
+from .._sync import is_interruption
 from ..client import attach_images
 from ..errors import (
     AgentCancelled,
@@ -105,9 +106,11 @@ class Run:
         except BackendError as exc:  # the server failed mid-run: the error stays what it is, with the messages
             exc.messages = list(self.messages)  # type: ignore[attr-defined]
             raise
-        except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+        except BaseException as exc:
+            if not is_interruption(exc):
+                raise
             raise AgentCancelled(
-                f"the run was {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'cancelled'} at step "
+                f"the run was {'cancelled' if isinstance(exc, asyncio.CancelledError) else 'interrupted'} at step "
                 f"{self.step}; the conversation so far is in .messages (pass it as history= to go on)",
                 self.messages,
             ) from None

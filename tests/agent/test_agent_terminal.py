@@ -186,3 +186,52 @@ def test_ctrl_c_in_the_callers_loop_body_raises_there():
         signal.raise_signal(signal.SIGINT)  # the caller's own code: Python's usual KeyboardInterrupt
     stream.close()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class ConnectingBackend:
+    """A backend whose request gets a Ctrl-C inside a task of a task group, as httpx connecting through anyio
+    does (CI caught one there once: the run ended in a BaseExceptionGroup traceback instead of exit 130)."""
+
+    async def generate(self, request):
+        import anyio
+
+        from agentcpm.backends.base import TextChunk
+
+        async def connect() -> None:
+            signal.raise_signal(signal.SIGINT)  # handled at the next bytecode: inside this task
+            await anyio.sleep(30)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(connect)
+        yield TextChunk("never")
+
+    def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_ctrl_c_inside_a_task_group_ends_the_run_with_its_messages():
+    from agentcpm import Agent, Client
+    from agentcpm.errors import AgentCancelled
+
+    agent = Agent(Client(backend=ConnectingBackend()))
+    with pytest.raises(AgentCancelled, match="interrupted") as info:
+        for _ in agent.stream("go"):
+            pass
+    assert [m.role for m in info.value.messages] == ["user"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("call", ["chat", "stream"])
+def test_ctrl_c_inside_a_task_group_is_a_keyboard_interrupt_for_the_client(call):
+    from agentcpm import Client
+
+    client = Client(backend=ConnectingBackend())
+    with pytest.raises(KeyboardInterrupt):
+        if call == "chat":
+            client.chat("hi")
+        else:
+            for _ in client.stream("hi"):
+                pass
